@@ -1,0 +1,5 @@
+import sys
+
+from dress.cli import main
+
+sys.exit(main())
