@@ -1,0 +1,70 @@
+"""Tiny random models of every supported family, built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+VOCAB = 97
+
+
+def tiny_config(model_type: str):
+    from transformers import (
+        Gemma3TextConfig,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        PhiConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
+
+    common = dict(vocab_size=VOCAB, num_hidden_layers=3, max_position_embeddings=128)
+    llama_like = dict(
+        common, hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16
+    )
+    if model_type == "llama":
+        return LlamaConfig(**llama_like, tie_word_embeddings=True)
+    if model_type == "mistral":
+        return MistralConfig(**llama_like, tie_word_embeddings=False)
+    if model_type == "qwen2":
+        return Qwen2Config(**{k: v for k, v in llama_like.items() if k != "head_dim"}, tie_word_embeddings=False)
+    if model_type == "qwen3":
+        return Qwen3Config(**llama_like, tie_word_embeddings=True)
+    if model_type == "gemma3_text":
+        return Gemma3TextConfig(
+            **llama_like, sliding_window=16, layer_types=["sliding_attention", "sliding_attention", "full_attention"]
+        )
+    if model_type == "opt":
+        return OPTConfig(
+            **common, hidden_size=48, ffn_dim=96, num_attention_heads=4, word_embed_proj_dim=48, enable_bias=True
+        )
+    if model_type == "phi":
+        return PhiConfig(**common, hidden_size=48, intermediate_size=96, num_attention_heads=4, num_key_value_heads=4)
+    raise ValueError(model_type)
+
+
+def tiny_model(model_type: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type), dtype=torch.float32)
+    _randomize_norms(model)
+    return model.eval()
+
+
+@torch.no_grad()
+def _randomize_norms(model) -> None:
+    """Random init leaves norms at 1 (or 0 for Gemma) and biases at 0; make them non-trivial so
+    a wrong norm correction cannot hide."""
+    for name, param in model.named_parameters():
+        if "norm" in name:
+            param.add_(0.2 * torch.randn_like(param))
+        elif name.endswith("bias"):
+            param.normal_(0.0, 0.05)
+
+
+def sample_ids(batch: int = 2, seq: int = 12, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (batch, seq), generator=g)
+
+
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "opt", "phi")
