@@ -47,27 +47,14 @@ def resolve_model_path(spec: str | None) -> tuple[str, Path | None]:
         return spec, path
     if path.exists():
         raise DressError(f"{path} is a file; pass the model's folder (the one holding config.json)")
-    if _looks_like_path(spec):
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise DressError(
-            f"model path {spec!r} does not exist. Pass an existing model folder, a hub id such as "
-            f"meta-llama/Llama-2-7b-hf, or a bundled model: {', '.join(BUNDLED_MODELS)}"
+            f"model {spec!r} is neither an existing folder, a hub id (owner/name) nor a bundled model. "
+            f"Pass an existing model folder, a hub id such as meta-llama/Llama-2-7b-hf, or one of: "
+            f"{', '.join(BUNDLED_MODELS)}"
         )
     _check_hub_reachable(spec)
     return spec, None
-
-
-def _looks_like_path(spec: str) -> bool:
-    return (
-        spec.startswith((".", "/", "~"))
-        or spec.count("/") > 1
-        or os.sep in spec and not _is_hub_id(spec)
-        or "/" not in spec  # a bare word is neither a hub id (owner/name) nor a bundled name
-    )
-
-
-def _is_hub_id(spec: str) -> bool:
-    owner, _, name = spec.partition("/")
-    return bool(owner) and bool(name) and "/" not in name
 
 
 def _check_hub_reachable(repo_id: str, timeout: float = 8.0) -> None:

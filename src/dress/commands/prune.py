@@ -1,0 +1,139 @@
+"""``dress prune``: the whole job in one command (see :mod:`dress.pipeline`).
+
+Options map one-to-one onto :class:`dress.config.PruneConfig`; ``--config FILE`` reads a JSON/YAML
+config (e.g. the ``config`` block of a previous ``dress.json``) and command-line options override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from dress.config import PruneConfig
+from dress.errors import DressError
+
+# option dest -> dotted PruneConfig field
+_FIELDS = {
+    "model": "model", "method": "method", "ratio": "ratio", "selection": "selection", "device": "device",
+    "seed": "seed", "bf16": "bf16",
+    "calib": "data.calib", "samples": "data.samples", "seq_len": "data.seq_len", "split": "data.split",
+    "data_seed": "data.seed",
+    "norm": "regularize.norm", "lam": "regularize.lam", "steps": "regularize.steps", "lr": "regularize.lr",
+    "warmup_steps": "regularize.warmup_steps", "batch_size": "regularize.batch_size",
+    "grad_accum": "regularize.grad_accum", "gradient_checkpointing": "regularize.gradient_checkpointing",
+    "checkpoint_every": "regularize.checkpoint_every",
+    "rft": "recovery.enabled", "rft_steps": "recovery.steps", "rft_lr": "recovery.lr",
+    "lora_rank": "recovery.rank", "lora_alpha": "recovery.alpha", "lora_targets": "recovery.targets",
+    "eval": "evaluate.enabled", "eval_source": "evaluate.source", "eval_seq_len": "evaluate.seq_len",
+    "eval_tokens": "evaluate.max_tokens",
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prune",
+        help="prune a model (DReSS by default) and save a smaller checkpoint",
+        description="Regularize -> prune -> recover -> evaluate, and save a smaller model. "
+        "MODEL is a bundled name (smollm2-135m, gemma3-270m), a local folder or a hub id; "
+        "omitted, the bundled smollm2-135m. Defaults finish on a 2-core CPU; see docs/ for paper scale.",
+    )
+    a = p.add_argument
+    a("model", nargs="?", help="model to prune (default: bundled smollm2-135m)")
+    a("--out", required=True, type=Path, help="output folder for the pruned model")
+    a("--overwrite", action="store_true", help="replace --out if it exists")
+    a("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/")
+    a("--config", type=Path, help="JSON config file (PruneConfig fields); options below override it")
+    a("--method", choices=["direct", "dress", "fpr"], help="dress (default), fpr (all parameters regularized), direct")
+    a("--ratio", type=float, help="fraction of the hidden width to remove (default 0.25)")
+    a("--selection", choices=["last", "activation", "weight"], help="which channels (default activation)")
+    g = p.add_argument_group("calibration data")
+    g.add_argument("--calib", help="wiki|books (bundled), wikitext2|ptb|c4|alpaca (hub), or a .txt/.jsonl file")
+    g.add_argument("--samples", type=int, help="number of calibration windows")
+    g.add_argument("--seq-len", type=int, help="tokens per calibration window")
+    g.add_argument("--split", help="regularization:recovery split of the samples, e.g. 3:1")
+    g.add_argument("--data-seed", type=int)
+    g = p.add_argument_group("regularization")
+    g.add_argument("--norm", choices=["l2", "l1"])
+    g.add_argument("--lam", type=float, help="penalty strength, in units of the AdamW step (see dress.regularize)")
+    g.add_argument("--steps", type=int, help="optimizer steps")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--grad-accum", type=int)
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    g.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every K steps")
+    g = p.add_argument_group("recovery fine-tuning (LoRA)")
+    g.add_argument("--no-rft", dest="rft", action="store_false", default=None, help="skip recovery")
+    g.add_argument("--rft-steps", type=int)
+    g.add_argument("--rft-lr", type=float)
+    g.add_argument("--lora-rank", type=int)
+    g.add_argument("--lora-alpha", type=float)
+    g.add_argument("--lora-targets", type=lambda s: s.split(","), help="comma-separated module names")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--no-eval", dest="eval", action="store_false", default=None)
+    g.add_argument("--eval-source", help="held-out text (default wiki, the bundled evaluation part)")
+    g.add_argument("--eval-seq-len", type=int)
+    g.add_argument("--eval-tokens", type=int, help="evaluate on at most this many tokens")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default on GPU)")
+    g.add_argument("--seed", type=int)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PruneConfig:
+    base: dict = {}
+    if args.config:
+        base = _read_config_file(args.config)
+    for dest, dotted in _FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        node = base
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return PruneConfig.model_validate(base)
+    except ValidationError as err:
+        raise DressError(_explain(err)) from None
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise DressError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if isinstance(data, dict) and "config" in data and "method" not in data:
+        data = data["config"]  # a dress.json
+    if not isinstance(data, dict):
+        raise DressError(f"{path} does not hold a config object")
+    return data
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        option = "--" + where.split(".")[-1].replace("_", "-")
+        lines.append(f"{option} ({where}): {e['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dress.pipeline import run_prune
+    from dress.summary import prune_summary
+
+    config = config_from_args(args)
+    record = run_prune(config, args.out, overwrite=args.overwrite, resume=args.resume)
+    print(prune_summary(record, args.out))
+    return 0

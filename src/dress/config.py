@@ -1,0 +1,90 @@
+"""Typed configuration, one model per stage, shared by the CLI and the Python API.
+
+Unknown keys are errors (``extra="forbid"``). The resolved :class:`PruneConfig` is saved in every
+output's ``dress.json``, so a run can be repeated from its record.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Method = Literal["direct", "dress", "fpr"]
+WIDTH_METHODS = ("direct", "dress", "fpr")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Calibration draw: ``samples`` windows of ``seq_len`` tokens from ``calib``, split
+    ``split`` (regularization:recovery) along the sample axis."""
+
+    calib: str = "wiki"
+    samples: int = Field(48, ge=1)
+    seq_len: int = Field(256, ge=8)
+    split: str = "3:1"
+    seed: int = 0
+
+
+class RegularizeConfig(_Strict):
+    """Stage 2 of DReSS: train all parameters on the regularization part while a group penalty
+    drives the removed channels' groups to zero. See :mod:`dress.regularize` for the units of
+    ``lam`` (penalty strength relative to the AdamW step)."""
+
+    norm: Literal["l2", "l1"] = "l2"
+    lam: float = Field(4.0, ge=0.0)
+    steps: int = Field(36, ge=0)
+    lr: float = Field(1e-4, gt=0.0)
+    warmup_steps: int = Field(4, ge=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(0, ge=0)  # 0: only at the end of the stage
+
+
+class RecoveryConfig(_Strict):
+    """Stage 4: LoRA on the recovery part, merged into the weights (a plain checkpoint)."""
+
+    enabled: bool = True
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    steps: int = Field(12, ge=0)
+    lr: float = Field(3e-4, gt=0.0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+
+
+class EvalConfig(_Strict):
+    """Held-out perplexity of dense and pruned models, in the same run."""
+
+    enabled: bool = True
+    source: str = "wiki"
+    seq_len: int = Field(512, ge=8)
+    max_tokens: int | None = Field(32768, ge=1)  # None: the whole evaluation part
+    batch_size: int = Field(4, ge=1)
+
+
+class PruneConfig(_Strict):
+    model: str | None = None  # None: the bundled default (smollm2-135m)
+    method: Method = "dress"
+    ratio: float = Field(0.25, gt=0.0, lt=1.0)
+    selection: Literal["last", "activation", "weight"] = "activation"
+    data: DataConfig = DataConfig()
+    regularize: RegularizeConfig = RegularizeConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    evaluate: EvalConfig = EvalConfig()
+    device: str | None = None  # None: cuda if available, else cpu
+    bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
+    seed: int = 0
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        return float(value)

@@ -1,0 +1,80 @@
+"""Recovery fine-tuning: LoRA through peft on the recovery part, merged back into the weights.
+
+Contract: the returned model is a plain ``transformers`` model (no peft wrappers) whose logits
+equal those of the trained LoRA model; only Linear layers named in ``targets`` that exist in the
+model get adapters (OPT's ``out_proj``/``fc1``/``fc2`` are mapped from the Llama names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dress.config import RecoveryConfig
+from dress.errors import DressError
+from dress.training import TrainHistory, TrainSettings, train
+
+# Llama-style target names -> the same roles in other families.
+_ROLE_ALIASES = {
+    "o_proj": ("out_proj", "dense"),
+    "gate_proj": (),
+    "up_proj": ("fc1",),
+    "down_proj": ("fc2",),
+}
+
+
+def lora_targets(model: nn.Module, requested: list[str]) -> list[str]:
+    """Module-name suffixes from ``requested`` (with family aliases) that exist as nn.Linear."""
+    present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    present.discard("lm_head")
+    wanted = []
+    for name in requested:
+        for candidate in (name, *_ROLE_ALIASES.get(name, ())):
+            if candidate in present and candidate not in wanted:
+                wanted.append(candidate)
+    if not wanted:
+        raise DressError(f"none of the LoRA targets {requested} exist in this model; linear layers: {sorted(present)}")
+    return wanted
+
+
+def recover_with_lora(
+    model: nn.Module,
+    samples: torch.Tensor,
+    config: RecoveryConfig,
+    *,
+    seed: int = 0,
+    bf16: bool = False,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> tuple[nn.Module, TrainHistory]:
+    """Train LoRA adapters on ``samples`` and merge them; returns the merged model."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=lora_targets(model, config.targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = get_peft_model(model, lora)
+    settings = TrainSettings(
+        steps=config.steps,
+        lr=config.lr,
+        warmup_steps=min(2, config.steps),
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        seed=seed + 1,
+        bf16=bf16,
+        desc="recover (LoRA)",
+    )
+    history = train(peft_model, samples, settings, None, checkpoint_dir, resume)
+    merged = peft_model.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    return merged.eval(), history

@@ -1,0 +1,35 @@
+"""The short, readable summary printed at the end of ``dress prune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.1f}M"
+
+
+def prune_summary(record: dict, out: Path) -> str:
+    p = record["parameters"]
+    h = record["hidden_size"]
+    lines = [
+        "",
+        f"dress prune: {record['source_model']} -> {out}  (method {record['method']}, ratio {record['ratio']})",
+        f"  parameters   {_fmt_params(p['before'])} -> {_fmt_params(p['after'])}  ({1 - p['after'] / p['before']:.1%} fewer)",
+        f"  hidden width {h['before']} -> {h['after']}",
+    ]
+    rep = record.get("report", {})
+    if "regularization" in rep:
+        lines.append(f"  preserved ratio of removed groups {rep['regularization']['preserved_ratio']:.4f}")
+    if "prune_gap_nats" in rep:
+        lines.append(f"  prune gap    {rep['prune_gap_nats']:+.4f} nats")
+    held = record.get("evaluation", {}).get("held_out", {})
+    if "dense" in held and "pruned" in held:
+        d, q = held["dense"], held["pruned"]
+        lines.append(
+            f"  perplexity   dense {d['ppl']:.2f} -> pruned {q['ppl']:.2f}  ({q['ppl'] / d['ppl']:.2f}x; "
+            f"{record['evaluation']['source']} held-out, {d['n_tokens_scored']} tokens, context {d['seq_len']})"
+        )
+    total = sum(s["seconds"] for s in record.get("stages", {}).values())
+    lines.append(f"  wall time    {total:.0f} s   record: {Path(out) / 'dress.json'}")
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""One training loop for every stage that trains (regularization, recovery, TRSP).
+
+Contract of :func:`train`:
+  * batches are taken in a fixed order that depends only on ``seed`` and the step index, so a run
+    resumed from a checkpoint continues to the same result as an uninterrupted one;
+  * AdamW on the trainable parameters, linear warm-up then cosine decay to 10% of ``lr``;
+  * ``after_step(step, lr_t)`` runs after every optimizer step (the proximal penalty lives there)
+    and may return a float to log as the regularization loss;
+  * every ``checkpoint_every`` steps (and at the end) model, optimizer and history are written
+    atomically to ``checkpoint_dir``; a NaN/inf loss stops with a DressError and leaves the last
+    good checkpoint in place;
+  * bf16 autocast on CUDA when ``bf16``; fp32 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dress.errors import DressError
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    lr: float
+    warmup_steps: int = 0
+    batch_size: int = 1
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 0
+    desc: str = "train"
+
+
+@dataclass
+class TrainHistory:
+    lm_loss: list[float] = field(default_factory=list)
+    reg_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"lm_loss": self.lm_loss, "reg_loss": self.reg_loss, "lr": self.lr, "seconds": self.seconds}
+
+
+def learning_rate(step: int, settings: TrainSettings) -> float:
+    """Warm-up then cosine decay to 10% of the peak (``step`` counts from 0)."""
+    if settings.warmup_steps and step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    span = max(settings.steps - settings.warmup_steps, 1)
+    progress = min((step - settings.warmup_steps) / span, 1.0)
+    return settings.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def batch_indices(step: int, micro: int, n_samples: int, settings: TrainSettings) -> torch.Tensor:
+    """Sample indices of micro-batch ``micro`` of optimizer step ``step``: epochs of a seeded
+    permutation, reshuffled per epoch, a pure function of (seed, step, micro)."""
+    per_step = settings.batch_size * settings.grad_accum
+    start = step * per_step + micro * settings.batch_size
+    positions = torch.arange(start, start + settings.batch_size)
+    out = torch.empty_like(positions)
+    for i, pos in enumerate(positions.tolist()):
+        epoch, offset = divmod(pos, n_samples)
+        perm = torch.randperm(n_samples, generator=torch.Generator().manual_seed(settings.seed * 100003 + epoch))
+        out[i] = perm[offset]
+    return out
+
+
+def train(
+    model: nn.Module,
+    samples: torch.Tensor,
+    settings: TrainSettings,
+    after_step: Callable[[int, float], float | None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> TrainHistory:
+    """Train ``model``'s trainable parameters on ``samples`` ``[n, seq]`` (causal LM loss)."""
+    if settings.steps == 0:
+        return TrainHistory()
+    if samples.shape[0] == 0:
+        raise DressError(f"{settings.desc}: no training samples; raise --samples or change --split")
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
+    history = TrainHistory()
+    start = 0
+    if resume and checkpoint_dir is not None and (checkpoint_dir / "state.pt").is_file():
+        start, history = _load_checkpoint(checkpoint_dir, model, optimizer)
+    if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    use_bf16 = settings.bf16 and device.type == "cuda"
+    model.train()
+    t0 = time.perf_counter() - history.seconds
+    bar = tqdm(range(start, settings.steps), desc=settings.desc, initial=start, total=settings.steps, dynamic_ncols=True)
+    try:
+        for step in bar:
+            lr_t = learning_rate(step, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_t
+            lm_loss = 0.0
+            for micro in range(settings.grad_accum):
+                ids = samples[batch_indices(step, micro, samples.shape[0], settings)].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss / settings.grad_accum
+                loss.backward()
+                lm_loss += float(loss.detach())
+            if not math.isfinite(lm_loss):
+                where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
+                raise DressError(f"{settings.desc}: loss became {lm_loss} at step {step}{where}. Lower --lr and retry.")
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            reg = after_step(step, lr_t) if after_step else None
+            history.lm_loss.append(lm_loss)
+            history.reg_loss.append(float(reg) if reg is not None else 0.0)
+            history.lr.append(lr_t)
+            postfix = {"lm": f"{lm_loss:.3f}"}
+            if reg is not None:
+                postfix["reg"] = f"{reg:.3g}"
+            bar.set_postfix(postfix)
+            done = step + 1
+            if checkpoint_dir is not None and (
+                done == settings.steps or (settings.checkpoint_every and done % settings.checkpoint_every == 0)
+            ):
+                history.seconds = time.perf_counter() - t0
+                _save_checkpoint(checkpoint_dir, model, optimizer, done, history)
+    finally:
+        bar.close()
+        model.eval()
+        if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
+            model.gradient_checkpointing_disable()
+    history.seconds = time.perf_counter() - t0
+    return history
+
+
+def _save_checkpoint(directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "state.pt.tmp"
+    state = {
+        "step": step,
+        "model": {k: v for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "history": history.as_dict(),
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, directory / "state.pt")
+
+
+def _load_checkpoint(directory: Path, model: nn.Module, optimizer) -> tuple[int, TrainHistory]:
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    h = state["history"]
+    history = TrainHistory(h["lm_loss"], h["reg_loss"], h["lr"], h["seconds"])
+    return int(state["step"]), history
+
+
+def clear_checkpoint(directory: Path | None) -> None:
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""The DReSS penalty and its proximal step, on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dress.config import RegularizeConfig
+from dress.methods.regularized import regularize
+from dress.regularize import channel_groups, offsets_for, penalty, proximal_step, slice_mass
+from tiny_models import MODEL_TYPES, sample_ids, tiny_model
+
+CHANNELS = [3, 10, 40]
+
+
+def test_penalty_matches_hand_computation_on_a_toy():
+    model = tiny_model("llama")
+    slices = channel_groups(model, [2])
+    expected_l2 = 0.0
+    expected_l1 = 0.0
+    for s in slices:
+        t = s.param.detach()
+        group = t[:, 2] if s.dim == 1 else t[2].reshape(-1)
+        expected_l2 += math.sqrt(group.numel()) * group.norm().item()
+        expected_l1 += group.abs().sum().item()
+    assert penalty(slices, "l2").item() == pytest.approx(expected_l2, rel=1e-5)
+    assert penalty(slices, "l1").item() == pytest.approx(expected_l1, rel=1e-5)
+
+
+def test_groups_cover_every_reader_writer_embedding_and_norm_once():
+    model = tiny_model("llama")  # tied: lm_head shares the embedding
+    names = [s.name for s in channel_groups(model, CHANNELS)]
+    assert len(names) == len(set(names))
+    # 3 layers x (5 readers + 2 writers + 2 norms) + embedding + final norm; lm_head is tied
+    assert len(names) == 3 * 9 + 2
+    assert "model.embed_tokens.weight" in names and "lm_head.weight" not in names
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_proximal_step_touches_only_the_intended_groups(model_type):
+    model = tiny_model(model_type)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    slices = channel_groups(model, CHANNELS)
+    proximal_step(slices, "l2", threshold=1e-3, offsets=offsets_for(model, slices))
+    after = model.state_dict()
+    changed_somewhere = False
+    for key, old in before.items():
+        new = after[key]
+        diff = (new - old).abs()
+        if diff.max() == 0:
+            continue
+        changed_somewhere = True
+        # every changed entry lies on a regularized channel along the tensor's hidden axis
+        mask = torch.zeros_like(diff, dtype=torch.bool)
+        for dim in range(new.dim()):
+            if new.shape[dim] == 48:
+                idx = [slice(None)] * new.dim()
+                idx[dim] = CHANNELS
+                mask[tuple(idx)] = True
+        assert not (diff > 0)[~mask].any(), key
+    assert changed_somewhere
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1"])
+def test_proximal_steps_reach_exact_zero(norm):
+    model = tiny_model("qwen3")
+    slices = channel_groups(model, CHANNELS)
+    start = sum(slice_mass(slices).values())
+    for _ in range(3):
+        proximal_step(slices, norm, threshold=0.5)
+    assert sum(slice_mass(slices).values()) == 0.0 < start
+
+
+def test_gemma_norms_shrink_towards_gain_zero():
+    model = tiny_model("gemma3_text")
+    slices = channel_groups(model, CHANNELS)
+    offsets = offsets_for(model, slices)
+    proximal_step(slices, "l2", threshold=10.0, offsets=offsets)
+    assert torch.allclose(model.model.norm.weight[CHANNELS], torch.full((3,), -1.0))
+
+
+def _reg_config(**kw) -> RegularizeConfig:
+    return RegularizeConfig(**{"steps": 6, "lr": 1e-3, "warmup_steps": 0, "lam": 20.0, **kw})
+
+
+def test_dress_shrinks_removed_groups_and_fpr_shrinks_all():
+    data = sample_ids(8, 16, seed=3)
+    model = tiny_model("llama")
+    report = regularize(model, CHANNELS, data, _reg_config())
+    assert report.preserved_ratio < 0.5
+    kept = [c for c in range(48) if c not in CHANNELS]
+    kept_mass = sum(slice_mass(channel_groups(model, kept)).values())
+
+    fpr = tiny_model("llama")
+    fpr_report = regularize(fpr, CHANNELS, data, _reg_config(), regularized=list(range(48)))
+    fpr_kept_mass = sum(slice_mass(channel_groups(fpr, kept)).values())
+    assert fpr_kept_mass < 0.9 * kept_mass  # FPR also shrinks the channels it keeps
+    assert fpr_report.preserved_ratio < 1.0
+
+
+def test_without_penalty_groups_barely_move():
+    model = tiny_model("llama")
+    report = regularize(model, CHANNELS, sample_ids(8, 16, seed=3), _reg_config(lam=0.0))
+    assert report.preserved_ratio > 0.8
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    import dress.training as training
+
+    data = sample_ids(8, 16, seed=3)
+    full = tiny_model("llama")
+    regularize(full, CHANNELS, data, _reg_config(checkpoint_every=3))
+
+    # Interrupt the second run right after its first checkpoint (step 3 of 6).
+    real_save = training._save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        regularize(tiny_model("llama"), CHANNELS, data, _reg_config(checkpoint_every=3), checkpoint_dir=tmp_path / "ck")
+    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    assert torch.load(tmp_path / "ck" / "state.pt", weights_only=False)["step"] == 3
+
+    resumed = tiny_model("llama")  # a fresh process starts from the dense model again
+    regularize(resumed, CHANNELS, data, _reg_config(checkpoint_every=3), checkpoint_dir=tmp_path / "ck", resume=True)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
