@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Method = Literal["direct", "dress", "fpr"]
-WIDTH_METHODS = ("direct", "dress", "fpr")
+# Every method name the CLI accepts; each is implemented in dress.methods (see METHODS there).
+Method = Literal["direct", "dress", "fpr", "slicegpt", "sleb", "shortgpt", "trsp"]
 
 
 class _Strict(BaseModel):

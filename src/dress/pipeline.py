@@ -22,11 +22,10 @@ from dress.checkpoint import check_output_dir, save_model
 from dress.config import PruneConfig
 from dress.errors import DressError
 from dress.loading import load_model
-from dress.pruning.channels import select_channels
-from dress.pruning.hidden import pruned_width, remove_hidden_channels
+from dress.methods import PruneContext, method_function, method_needs_data
 from dress.training import clear_checkpoint
 
-PRUNE_GAP_WINDOWS = 8
+PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
 
 
 class StageClock:
@@ -80,13 +79,9 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         loaded = load_model(config.model)
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         adapter = adapter_for(model)
-    d = adapter.hidden_size(model)
-    d_new, note = pruned_width(model.config, config.ratio, adapter)
-    if note:
-        log(f"[dress] {note}")
     params_dense = parameter_count(model)
 
-    needs_data = config.method in ("dress", "fpr") or config.selection == "activation" or config.recovery.enabled
+    needs_data = method_needs_data(config)
     reg_part = rec_part = None
     if needs_data:
         with clock.stage("calibration data", log):
@@ -111,29 +106,14 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         with clock.stage("evaluate dense", log):
             evaluation["dense"] = held_out_ppl(model).__dict__
 
-    with clock.stage("select channels", log):
-        removed = select_channels(model, d - d_new, config.selection, reg_part)
-
-    report: dict = {}
-    if config.method in ("dress", "fpr"):
-        from dress.methods.regularized import regularize
-
-        regularized = list(range(d)) if config.method == "fpr" else removed
-        with clock.stage("regularize", log):
-            reg = regularize(
-                model, removed, reg_part, config.regularize, regularized=regularized, seed=config.seed,
-                bf16=bf16, checkpoint_dir=work_dir / "regularize", resume=resume,
-            )
-        report["regularization"] = reg.as_dict()
-        log(f"[dress] preserved ratio of the removed groups: {reg.preserved_ratio:.4f} (goal <= 0.02)")
-
-    gap_before = held_out_ppl(model, PRUNE_GAP_WINDOWS).nll_mean if eval_ids is not None else None
-    with clock.stage("remove channels", log):
-        result = remove_hidden_channels(model, removed)
-    if gap_before is not None:
-        gap_after = held_out_ppl(model, PRUNE_GAP_WINDOWS).nll_mean
-        report["prune_gap_nats"] = gap_after - gap_before
-        log(f"[dress] prune gap: {gap_after - gap_before:+.4f} nats (loss {gap_before:.4f} -> {gap_after:.4f}; goal <= 0.05)")
+    ctx = PruneContext(
+        model=model, tokenizer=tokenizer, config=config, reg_part=reg_part, rec_part=rec_part,
+        device=device, bf16=bf16, work_dir=work_dir, resume=resume, clock=clock, log=log,
+        held_out_loss=(lambda m: held_out_ppl(m, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None,
+    )
+    outcome = method_function(config.method)(ctx)
+    model = outcome.model
+    report: dict = dict(outcome.report)
 
     if config.recovery.enabled and config.recovery.steps > 0:
         from dress.recovery import recover_with_lora
@@ -156,8 +136,7 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         "method": config.method,
         "ratio": config.ratio,
         "loader": "transformers" if adapter.stock_after_prune else "dress",
-        "hidden_size": {"before": d, "after": d_new},
-        "hidden_channels_removed": result.removed,
+        **outcome.record,
         "parameters": {"before": params_dense, "after": parameter_count(model)},
         "config": config.model_dump(),
         "report": report,

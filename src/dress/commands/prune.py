@@ -12,7 +12,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from dress.config import PruneConfig
+from typing import get_args
+
+from dress.config import Method, PruneConfig
 from dress.errors import DressError
 
 # option dest -> dotted PruneConfig field
@@ -46,7 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="replace --out if it exists")
     a("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/")
     a("--config", type=Path, help="JSON config file (PruneConfig fields); options below override it")
-    a("--method", choices=["direct", "dress", "fpr"], help="dress (default), fpr (all parameters regularized), direct")
+    a("--method", choices=list(get_args(Method)),
+      help="dress (default); fpr (all channels regularized); direct (no regularization); "
+      "slicegpt; sleb, shortgpt, trsp (remove whole layers)")
     a("--ratio", type=float, help="fraction of the hidden width to remove (default 0.25)")
     a("--selection", choices=["last", "activation", "weight"], help="which channels (default activation)")
     g = p.add_argument_group("calibration data")
