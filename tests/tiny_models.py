@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-VOCAB = 97
+VOCAB = 258  # 256 bytes + <bos> + <eos>: matches byte_tokenizer()
 
 
 def tiny_config(model_type: str):
@@ -68,3 +68,41 @@ def sample_ids(batch: int = 2, seq: int = 12, seed: int = 1) -> torch.Tensor:
 
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "opt", "phi")
+
+
+def byte_tokenizer(with_bos: bool = False):
+    """An offline tokenizer with one token per byte (ids 0..255), ``<bos>`` = 256, ``<eos>`` = 257;
+    ``with_bos`` prepends ``<bos>`` like Gemma's tokenizer does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<bos>"] = len(vocab)
+    vocab["<eos>"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    if with_bos:
+        core.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<eos>")
+
+
+def save_tiny(folder, model_type: str = "llama", seed: int = 0):
+    """A tiny model of ``model_type`` plus a byte tokenizer saved as a stock HF folder."""
+    model = tiny_model(model_type, seed)
+    model.save_pretrained(folder)
+    byte_tokenizer(with_bos=model_type.startswith("gemma")).save_pretrained(folder)
+    return folder
+
+
+def write_corpus(path, n_docs: int = 60, seed: int = 0):
+    """A small English-like .txt corpus (documents separated by blank lines)."""
+    import random
+
+    rng = random.Random(seed)
+    words = "the a cat dog sat ran on under mat tree house river quickly slowly red blue big small".split()
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(30, 80))) + "." for _ in range(n_docs)]
+    path.write_text("\n\n".join(docs) + "\n")
+    return path

@@ -47,7 +47,12 @@ def resolve_model_path(spec: str | None) -> tuple[str, Path | None]:
         return spec, path
     if path.exists():
         raise DressError(f"{path} is a file; pass the model's folder (the one holding config.json)")
-    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise DressError(
+            f"model path {spec!r} does not exist. Pass an existing model folder (with config.json), a hub "
+            f"id such as meta-llama/Llama-2-7b-hf, or a bundled model: {', '.join(BUNDLED_MODELS)}"
+        )
+    if spec.count("/") != 1:
         raise DressError(
             f"model {spec!r} is neither an existing folder, a hub id (owner/name) nor a bundled model. "
             f"Pass an existing model folder, a hub id such as meta-llama/Llama-2-7b-hf, or one of: "
