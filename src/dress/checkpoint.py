@@ -8,7 +8,8 @@ Reading (:func:`load_checkpoint`): stock folders load with ``AutoModelForCausalL
 models whose hidden width dress reduced cannot be stock checkpoints (transformers derives their
 attention width from ``hidden_size``); their ``dress.json`` says ``"loader": "dress"`` and lists
 the removed channels, and loading rebuilds the original architecture, replays the channel removal
-on it, and then loads the saved weights strictly.
+on it, and then loads the saved weights strictly. A record may also name a structure function
+under ``"rebuild"`` (SliceGPT's norms and shortcuts), applied before the weights are loaded.
 """
 
 from __future__ import annotations
@@ -81,6 +82,21 @@ def load_checkpoint(where: str | Path, dtype: torch.dtype = torch.float32) -> nn
     return _load_with_replay(Path(where), record, dtype)
 
 
+def _replay_structure(model: nn.Module, rebuild: dict | None) -> None:
+    """Structure hook: a method whose result is more than a narrower stock model (e.g. SliceGPT's
+    gain-free norms with residual shortcuts) records ``{"function": "dress.<module>:<name>",
+    "args": {...}}`` under ``"rebuild"``; the function reshapes a model built from the saved config
+    in place, before the weights are loaded strictly."""
+    if not rebuild:
+        return
+    import importlib
+
+    module_name, _, func = str(rebuild.get("function", "")).partition(":")
+    if not module_name.startswith("dress.") or not func:
+        raise DressError(f"dress.json names an invalid rebuild function {rebuild.get('function')!r}")
+    getattr(importlib.import_module(module_name), func)(model, rebuild.get("args", {}))
+
+
 def _load_with_replay(path: Path, record: dict, dtype: torch.dtype) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -92,6 +108,7 @@ def _load_with_replay(path: Path, record: dict, dtype: torch.dtype) -> nn.Module
     removed = record.get("hidden_channels_removed") or []
     if removed:
         remove_hidden_channels(model, removed)
+    _replay_structure(model, record.get("rebuild"))
     state = {}
     for shard in sorted(path.glob("*.safetensors")):
         state.update(load_file(shard))

@@ -22,6 +22,10 @@ METHODS: dict[str, str] = {
     "direct": "width:direct",
     "dress": "width:dress",
     "fpr": "width:fpr",
+    "slicegpt": "slicegpt:slicegpt",
+    "sleb": "depth:sleb",
+    "shortgpt": "depth:shortgpt",
+    "trsp": "trsp:trsp",
 }
 
 
