@@ -71,6 +71,39 @@ class EvalConfig(_Strict):
     batch_size: int = Field(4, ge=1)
 
 
+class DepthConfig(_Strict):
+    """Layer removal shared by ``sleb``, ``shortgpt`` and ``trsp``: how many layers, and how many
+    calibration windows score them. By default the ratio picks the number of layers whose
+    parameters come closest to it (see :func:`dress.pruning.layers.layers_for_ratio`)."""
+
+    layers: int | None = Field(None, ge=1)  # remove exactly this many layers (overrides --ratio)
+    score_samples: int | None = Field(None, ge=1)  # scoring windows (SLEB, ShortGPT); None: all
+    batch_size: int = Field(4, ge=1)  # windows per scoring forward
+
+
+class TRSPConfig(_Strict):
+    """TRSP (arXiv 2505.18232), see :mod:`dress.methods.trsp`. Stage 1 learns one gate per layer
+    with ``lam1 * sum|s_i|`` added to the LM loss; stage 2 trains all parameters with
+    ``lam2 * sum_i mean_tokens ||y_i - x_i||^2 / ref_i`` added for the chosen layers (``ref_i``:
+    the same mean at the start of stage 2, so ``lam2`` is unit-free); then they are removed.
+    Weights train at ``lr``, gates at ``gate_lr``. Defaults measured on the bundled SmolLM2
+    (docs/depth.md)."""
+
+    lam1: float = Field(0.05, ge=0.0)
+    steps1: int = Field(24, ge=0)
+    train1: Literal["gates", "all"] = "gates"  # stage 1 trains only the gates, or every parameter
+    lam2: float = Field(1.0, ge=0.0)
+    steps2: int = Field(24, ge=0)
+    lr: float = Field(1e-4, gt=0.0)
+    gate_lr: float = Field(2e-2, ge=0.0)  # 0: gates frozen
+    warmup_steps: int = Field(2, ge=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(0, ge=0)
+
+
 class PruneConfig(_Strict):
     model: str | None = None  # None: the bundled default (smollm2-135m)
     method: Method = "dress"
@@ -80,6 +113,8 @@ class PruneConfig(_Strict):
     regularize: RegularizeConfig = RegularizeConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     evaluate: EvalConfig = EvalConfig()
+    depth: DepthConfig = DepthConfig()
+    trsp: TRSPConfig = TRSPConfig()
     device: str | None = None  # None: cuda if available, else cpu
     bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
     seed: int = 0

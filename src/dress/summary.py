@@ -11,13 +11,17 @@ def _fmt_params(n: int) -> str:
 
 def prune_summary(record: dict, out: Path) -> str:
     p = record["parameters"]
-    h = record["hidden_size"]
+    h = record.get("hidden_size")
     lines = [
         "",
         f"dress prune: {record['source_model']} -> {out}  (method {record['method']}, ratio {record['ratio']})",
         f"  parameters   {_fmt_params(p['before'])} -> {_fmt_params(p['after'])}  ({1 - p['after'] / p['before']:.1%} fewer)",
-        f"  hidden width {h['before']} -> {h['after']}",
     ]
+    if h:
+        lines.append(f"  hidden width {h['before']} -> {h['after']}")
+    if "layers" in record:
+        layers = record["layers"]
+        lines.append(f"  layers       {layers['before']} -> {layers['after']}  (removed {record.get('layers_removed')})")
     rep = record.get("report", {})
     if "regularization" in rep:
         lines.append(f"  preserved ratio of removed groups {rep['regularization']['preserved_ratio']:.4f}")

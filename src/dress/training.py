@@ -6,6 +6,12 @@ Contract of :func:`train`:
   * AdamW on the trainable parameters, linear warm-up then cosine decay to 10% of ``lr``;
   * ``after_step(step, lr_t)`` runs after every optimizer step (the proximal penalty lives there)
     and may return a float to log as the regularization loss;
+  * ``extra_loss()`` (optional) runs after every micro-batch forward and returns a scalar tensor
+    (or None) that is added to that micro-batch's LM loss before backward -- a penalty built from
+    the forward pass (e.g. by hooks) or from parameters; it is logged as the regularization loss
+    unless ``after_step`` returns one;
+  * ``param_groups`` (optional): AdamW parameter groups instead of "every trainable parameter";
+    a group's ``lr_scale`` multiplies the scheduled learning rate for that group;
   * every ``checkpoint_every`` steps (and at the end) model, optimizer and history are written
     atomically to ``checkpoint_dir``; a NaN/inf loss stops with a DressError and leaves the last
     good checkpoint in place;
@@ -86,6 +92,8 @@ def train(
     after_step: Callable[[int, float], float | None] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    extra_loss: Callable[[], torch.Tensor | None] | None = None,
+    param_groups: list[dict] | None = None,
 ) -> TrainHistory:
     """Train ``model``'s trainable parameters on ``samples`` ``[n, seq]`` (causal LM loss)."""
     if settings.steps == 0:
@@ -93,8 +101,10 @@ def train(
     if samples.shape[0] == 0:
         raise DressError(f"{settings.desc}: no training samples; raise --samples or change --split")
     device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
+    if param_groups is None:
+        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for group in param_groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
     history = TrainHistory()
     start = 0
     if resume and checkpoint_dir is not None and (checkpoint_dir / "state.pt").is_file():
@@ -109,21 +119,29 @@ def train(
         for step in bar:
             lr_t = learning_rate(step, settings)
             for group in optimizer.param_groups:
-                group["lr"] = lr_t
+                group["lr"] = lr_t * group.get("lr_scale", 1.0)
             lm_loss = 0.0
+            extra_total = 0.0
             for micro in range(settings.grad_accum):
                 ids = samples[batch_indices(step, micro, samples.shape[0], settings)].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss = model(input_ids=ids, labels=ids, use_cache=False).loss / settings.grad_accum
-                loss.backward()
                 lm_loss += float(loss.detach())
-            if not math.isfinite(lm_loss):
+                extra = extra_loss() if extra_loss else None
+                if extra is not None:
+                    extra = extra / settings.grad_accum
+                    extra_total += float(extra.detach())
+                    loss = loss + extra
+                loss.backward()
+            if not math.isfinite(lm_loss + extra_total):
                 where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
-                raise DressError(f"{settings.desc}: loss became {lm_loss} at step {step}{where}. Lower --lr and retry.")
+                raise DressError(f"{settings.desc}: loss became {lm_loss + extra_total} at step {step}{where}. Lower --lr and retry.")
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             reg = after_step(step, lr_t) if after_step else None
+            if reg is None and extra_loss is not None:
+                reg = extra_total
             history.lm_loss.append(lm_loss)
             history.reg_loss.append(float(reg) if reg is not None else 0.0)
             history.lr.append(lr_t)

@@ -31,6 +31,10 @@ _FIELDS = {
     "lora_rank": "recovery.rank", "lora_alpha": "recovery.alpha", "lora_targets": "recovery.targets",
     "eval": "evaluate.enabled", "eval_source": "evaluate.source", "eval_seq_len": "evaluate.seq_len",
     "eval_tokens": "evaluate.max_tokens",
+    "layers": "depth.layers", "score_samples": "depth.score_samples", "score_batch_size": "depth.batch_size",
+    "trsp_lam1": "trsp.lam1", "trsp_lam2": "trsp.lam2", "trsp_steps1": "trsp.steps1", "trsp_steps2": "trsp.steps2",
+    "trsp_train1": "trsp.train1", "trsp_lr": "trsp.lr", "trsp_gate_lr": "trsp.gate_lr",
+    "trsp_batch_size": "trsp.batch_size", "trsp_grad_accum": "trsp.grad_accum",
 }
 
 
@@ -51,7 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--method", choices=list(get_args(Method)),
       help="dress (default); fpr (all channels regularized); direct (no regularization); "
       "slicegpt; sleb, shortgpt, trsp (remove whole layers)")
-    a("--ratio", type=float, help="fraction of the hidden width to remove (default 0.25)")
+    a("--ratio", type=float, help="fraction to remove (default 0.25): of the hidden width (width methods), "
+      "or of the parameters, in whole layers (sleb, shortgpt, trsp)")
     a("--selection", choices=["last", "activation", "weight"], help="which channels (default activation)")
     g = p.add_argument_group("calibration data")
     g.add_argument("--calib", help="wiki|books (bundled), wikitext2|ptb|c4|alpaca (hub), or a .txt/.jsonl file")
@@ -69,6 +74,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--grad-accum", type=int)
     g.add_argument("--gradient-checkpointing", action="store_true", default=None)
     g.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every K steps")
+    g = p.add_argument_group("layer removal (sleb, shortgpt, trsp)")
+    g.add_argument("--layers", type=int, help="remove exactly this many layers (default: closest to --ratio "
+                   "of the parameters)")
+    g.add_argument("--score-samples", type=int, help="calibration windows that score layers (default: all)")
+    g.add_argument("--score-batch-size", type=int, help="windows per scoring forward")
+    g.add_argument("--trsp-lam1", type=float, help="stage 1: l1 weight on the layer gates")
+    g.add_argument("--trsp-lam2", type=float, help="stage 2: weight of the chosen layers' relative update norm")
+    g.add_argument("--trsp-steps1", type=int, help="stage 1 optimizer steps")
+    g.add_argument("--trsp-steps2", type=int, help="stage 2 optimizer steps")
+    g.add_argument("--trsp-train1", choices=["gates", "all"], help="stage 1 trains only the gates, or all parameters")
+    g.add_argument("--trsp-lr", type=float, help="learning rate of the weights")
+    g.add_argument("--trsp-gate-lr", type=float, help="learning rate of the gates")
+    g.add_argument("--trsp-batch-size", type=int)
+    g.add_argument("--trsp-grad-accum", type=int)
     g = p.add_argument_group("recovery fine-tuning (LoRA)")
     g.add_argument("--no-rft", dest="rft", action="store_false", default=None, help="skip recovery")
     g.add_argument("--rft-steps", type=int)
