@@ -410,14 +410,11 @@ def test_smollm2_converts_matches_gguf_and_is_cached(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_gemma3_converts_matches_gguf_and_adds_bos(monkeypatch, tmp_path):
-    monkeypatch.setenv("DRESS_CACHE", str(tmp_path / "cache"))
-    _check_converted_against_gguf("gemma3-270m", tmp_path / "cache", tmp_path)
-
-
-@pytest.mark.slow
-def test_bos_calibration_with_the_gemma_tokenizer(monkeypatch):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir("gemma3-270m"))
-    samples = data.calibration_samples(tokenizer, "wiki", 3, 128, seed=0)
+    monkeypatch.setenv("DRESS_CACHE", str(tmp_path / "cache"))
+    folder, _ = _check_converted_against_gguf("gemma3-270m", tmp_path / "cache", tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    samples = data.calibration_samples(tokenizer, "squad", 3, 128, seed=0)
     assert (samples[:, 0] == tokenizer.bos_token_id).all()
+    assert (samples[:, 1:] != tokenizer.bos_token_id).all()

@@ -18,6 +18,7 @@ COMMANDS = {
     "prune": "prune",
     "eval": "evaluate",
     "bench": "bench",
+    "compare": "compare",
 }
 
 

@@ -1,6 +1,10 @@
 """``dress prune`` as a function: load -> calibrate -> (regularize) -> remove -> (recover) ->
 evaluate -> save. Every method shares this path; only the middle differs.
 
+:func:`prepare` (load, calibration draw, dense evaluation) and :func:`prune_prepared` (method,
+recovery, pruned evaluation, record) are the two halves of :func:`run_prune`; ``dress compare`` runs
+many methods on one :class:`Prepared`.
+
 Contract of :func:`run_prune`: the output folder appears only when everything succeeded (it is
 assembled in a temporary sibling); an existing output is refused unless ``overwrite``; with
 ``resume`` the training stages continue from their checkpoints in ``<out>.checkpoints/``, which
@@ -12,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,28 +67,43 @@ def resolve_device(config: PruneConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
-    from dress.data import calibration_samples, evaluation_text, parse_split, split_samples
-    from dress.evaluation.perplexity import perplexity, tokenize_once
+@dataclass
+class Prepared:
+    """What every method of one run shares (see :func:`prepare`): the dense model and tokenizer,
+    the calibration draw, the tokenized held-out text and the dense model's evaluation."""
 
-    out = Path(out)
-    if not resume:
-        check_output_dir(out, overwrite)
-    work_dir = out.with_name(f"{out.name}.checkpoints")
+    model: torch.nn.Module
+    tokenizer: object
+    source: str  # the model as the user named it
+    stock_after_prune: bool
+    params_dense: int
+    reg_part: torch.Tensor | None
+    rec_part: torch.Tensor | None
+    eval_ids: torch.Tensor | None
+    evaluation: dict  # {"dense": PerplexityResult fields} when evaluation is on
+    device: torch.device
+    bf16: bool
+
+
+def prepare(config: PruneConfig, log=print, clock: StageClock | None = None, *, need_data: bool | None = None) -> Prepared:
+    """Load the model, draw the calibration windows (if the method needs them, or ``need_data``)
+    and evaluate the dense model. The draw depends only on ``config.data`` and the tokenizer, so
+    every method given the same data block sees the same windows."""
+    from dress.data import calibration_samples, evaluation_text, parse_split, split_samples
+    from dress.evaluation.perplexity import tokenize_once
+
     device = resolve_device(config)
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    clock = clock or StageClock(device)
     torch.manual_seed(config.seed)
-    clock = StageClock(device)
 
     with clock.stage("load model", log):
         loaded = load_model(config.model)
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         adapter = adapter_for(model)
-    params_dense = parameter_count(model)
 
-    needs_data = method_needs_data(config)
     reg_part = rec_part = None
-    if needs_data:
+    if method_needs_data(config) if need_data is None else need_data:
         with clock.stage("calibration data", log):
             samples = calibration_samples(
                 tokenizer, config.data.calib, config.data.samples, config.data.seq_len, config.data.seed
@@ -96,20 +116,36 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     evaluation: dict = {}
     if config.evaluate.enabled:
         eval_ids = tokenize_once(tokenizer, evaluation_text(config.evaluate.source))
-        max_windows = None
-        if config.evaluate.max_tokens:
-            max_windows = max(1, config.evaluate.max_tokens // config.evaluate.seq_len)
-
-        def held_out_ppl(m, windows=max_windows):
-            return perplexity(m, eval_ids, config.evaluate.seq_len, config.evaluate.batch_size, max_windows=windows)
-
         with clock.stage("evaluate dense", log):
-            evaluation["dense"] = held_out_ppl(model).__dict__
+            evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
+    return Prepared(model, tokenizer, loaded.source, adapter.stock_after_prune, parameter_count(model),
+                    reg_part, rec_part, eval_ids, evaluation, device, bf16)
 
+
+def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
+    from dress.evaluation.perplexity import perplexity
+
+    if windows is None and config.evaluate.max_tokens:
+        windows = max(1, config.evaluate.max_tokens // config.evaluate.seq_len)
+    return perplexity(model, eval_ids, config.evaluate.seq_len, config.evaluate.batch_size, max_windows=windows)
+
+
+def prune_prepared(
+    config: PruneConfig, prepared: Prepared, model, work_dir: Path, resume: bool = False, log=print,
+    clock: StageClock | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Run ``config.method`` (and recovery, and the pruned evaluation) on ``model`` — the dense
+    model of ``prepared`` or a copy of it, changed in place. Returns ``(pruned model, record)``."""
+    clock = clock or StageClock(prepared.device)
+    torch.manual_seed(config.seed)
+    eval_ids, bf16 = prepared.eval_ids, prepared.bf16
     ctx = PruneContext(
-        model=model, tokenizer=tokenizer, config=config, reg_part=reg_part, rec_part=rec_part,
-        device=device, bf16=bf16, work_dir=work_dir, resume=resume, clock=clock, log=log,
-        held_out_loss=(lambda m: held_out_ppl(m, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None,
+        model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
+        rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
+        clock=clock, log=log,
+        held_out_loss=(
+            (lambda m: _held_out_ppl(config, m, eval_ids, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None
+        ),
     )
     outcome = method_function(config.method)(ctx)
     model = outcome.model
@@ -120,33 +156,45 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
 
         with clock.stage("recover (LoRA)", log):
             model, history = recover_with_lora(
-                model, rec_part, config.recovery, seed=config.seed, bf16=bf16,
+                model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
                 checkpoint_dir=work_dir / "recovery", resume=resume,
             )
         report["recovery"] = history.as_dict()
 
+    evaluation = dict(prepared.evaluation)
     if eval_ids is not None:
         with clock.stage("evaluate pruned", log):
-            evaluation["pruned"] = held_out_ppl(model).__dict__
+            evaluation["pruned"] = _held_out_ppl(config, model, eval_ids).__dict__
 
     record = {
         "dress_version": __version__,
-        "source_model": loaded.source,
+        "source_model": prepared.source,
         "model_type": model.config.model_type,
         "method": config.method,
         "ratio": config.ratio,
-        "loader": "transformers" if adapter.stock_after_prune else "dress",
+        "loader": "transformers" if prepared.stock_after_prune else "dress",
         **outcome.record,
-        "parameters": {"before": params_dense, "after": parameter_count(model)},
+        "parameters": {"before": prepared.params_dense, "after": parameter_count(model)},
         "config": config.model_dump(),
         "report": report,
         "evaluation": {"held_out": evaluation, "source": config.evaluate.source} if evaluation else {},
         "stages": clock.stages,
         "versions": _versions(),
-        "device": str(device),
+        "device": str(prepared.device),
     }
+    return model, record
+
+
+def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
+    out = Path(out)
+    if not resume:
+        check_output_dir(out, overwrite)
+    work_dir = out.with_name(f"{out.name}.checkpoints")
+    clock = StageClock(resolve_device(config))
+    prepared = prepare(config, log, clock)
+    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
     model = model.to("cpu")
-    save_model(model, tokenizer, out, record, overwrite=overwrite or resume)
+    save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
     clear_checkpoint(work_dir)
     return record
 

@@ -103,6 +103,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default on GPU)")
+    g.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 everywhere, also on GPU")
     g.add_argument("--seed", type=int)
     return p
 

@@ -5,24 +5,7 @@
   (standard tasks from the hub, or bundled offline copies).
 - :mod:`dress.evaluation.bench`: prefill latency and generation throughput, dense vs pruned.
 
+Import from the submodules (``from dress.evaluation.perplexity import perplexity``); nothing is
+re-exported here, so the function ``perplexity`` never shadows the module of the same name.
 The ``dress eval`` and ``dress bench`` commands are thin layers over these.
 """
-
-from dress.evaluation.bench import BenchSettings, benchmark, ideal_speedup, speed_ratios
-from dress.evaluation.perplexity import PerplexityResult, default_seq_len, make_windows, perplexity, tokenize_once
-from dress.evaluation.zeroshot import TASKS, ZeroShotResult, zeroshot
-
-__all__ = [
-    "TASKS",
-    "BenchSettings",
-    "PerplexityResult",
-    "ZeroShotResult",
-    "benchmark",
-    "default_seq_len",
-    "ideal_speedup",
-    "make_windows",
-    "perplexity",
-    "speed_ratios",
-    "tokenize_once",
-    "zeroshot",
-]

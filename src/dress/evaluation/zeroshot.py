@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,31 +108,15 @@ def render_bundled_tasks(tasks: list[str], out_dir: Path, data_root: Path | None
         (out_dir / f"{name}.yaml").write_text(rendered)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers (``False`` at once when HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "0") not in ("0", "", "false", "False"):
-            return False
-    import urllib.error
-    import urllib.request
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return False
-
-
 def resolve_source(source: str) -> str:
     """``auto`` -> ``hub`` or ``bundled``; ``hub`` offline fails fast with the alternative named."""
     if source not in SOURCES:
         raise DressError(f"--tasks-source must be one of {', '.join(SOURCES)}, got {source!r}")
     if source == "bundled":
         return source
-    online = hub_reachable()
+    from dress.data import hub_offline_requested, hub_reachable
+
+    online = not hub_offline_requested() and hub_reachable()
     if source == "hub" and not online:
         raise DressError(
             "--tasks-source hub needs the Hugging Face hub, which cannot be reached; "
