@@ -116,13 +116,13 @@ def test_lora_recovery_keeps_shortcuts_working():
     """peft wraps the writers that carry the shortcut hook; after merging, the zero-initialised
     LoRA (0 steps) must leave logits unchanged."""
     from dress.config import RecoveryConfig
-    from dress.recovery import recover_with_lora
+    from dress.recovery import recover
 
     model = tiny_model("llama")
     slice_model(model, CALIBRATION, KEPT, batch_size=3)
     ids = sample_ids()
     before = logits(model, ids)
-    merged, _ = recover_with_lora(model, CALIBRATION[:2], RecoveryConfig(steps=0))
+    merged, _ = recover(model, CALIBRATION[:2], RecoveryConfig(steps=0))
     assert (logits(merged, ids) - before).abs().max().item() < 1e-5
 
 

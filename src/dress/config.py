@@ -31,11 +31,12 @@ class DataConfig(_Strict):
 
 class RegularizeConfig(_Strict):
     """Stage 2 of DReSS: train all parameters on the regularization part while a group penalty
-    drives the removed channels' groups to zero. See :mod:`dress.regularize` for the units of
-    ``lam`` (penalty strength relative to the AdamW step)."""
+    drives the removed channels' groups to zero. ``lam`` is unit-free (see :mod:`dress.regularize`):
+    over the run the penalty alone removes ``lam`` times each group's starting size, so ``lam=1``
+    reaches zero at the last step and ``lam=2`` about halfway."""
 
     norm: Literal["l2", "l1"] = "l2"
-    lam: float = Field(4.0, ge=0.0)
+    lam: float = Field(2.0, ge=0.0)
     steps: int = Field(36, ge=0)
     lr: float = Field(1e-4, gt=0.0)
     warmup_steps: int = Field(4, ge=0)
@@ -48,9 +49,13 @@ class RegularizeConfig(_Strict):
 
 
 class RecoveryConfig(_Strict):
-    """Stage 4: LoRA on the recovery part, merged into the weights (a plain checkpoint)."""
+    """Stage 4: LoRA on the recovery part, merged into the weights (a plain checkpoint).
+    ``mode="full"`` fine-tunes every parameter instead (no adapters; ``rank``, ``alpha``,
+    ``dropout`` and ``targets`` are then unused): the strongest simple rival of DReSS is
+    direct removal followed by full fine-tuning with the same budget."""
 
     enabled: bool = True
+    mode: Literal["lora", "full"] = "lora"
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)

@@ -152,10 +152,10 @@ def prune_prepared(
     report: dict = dict(outcome.report)
 
     if config.recovery.enabled and config.recovery.steps > 0:
-        from dress.recovery import recover_with_lora
+        from dress.recovery import recover
 
-        with clock.stage("recover (LoRA)", log):
-            model, history = recover_with_lora(
+        with clock.stage(f"recover ({config.recovery.mode})", log):
+            model, history = recover(
                 model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
                 checkpoint_dir=work_dir / "recovery", resume=resume,
             )

@@ -1,4 +1,5 @@
-"""Recovery fine-tuning: LoRA through peft on the recovery part, merged back into the weights.
+"""Recovery fine-tuning: LoRA through peft on the recovery part, merged back into the weights
+(or, with ``mode="full"``, plain fine-tuning of every parameter).
 
 Contract: the returned model is a plain ``transformers`` model (no peft wrappers) whose logits
 equal those of the trained LoRA model; only Linear layers named in ``targets`` that exist in the
@@ -39,7 +40,7 @@ def lora_targets(model: nn.Module, requested: list[str]) -> list[str]:
     return wanted
 
 
-def recover_with_lora(
+def recover(
     model: nn.Module,
     samples: torch.Tensor,
     config: RecoveryConfig,
@@ -49,7 +50,17 @@ def recover_with_lora(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> tuple[nn.Module, TrainHistory]:
-    """Train LoRA adapters on ``samples`` and merge them; returns the merged model."""
+    """Train LoRA adapters on ``samples`` and merge them; returns the merged model. With
+    ``config.mode == "full"`` every parameter is trained instead, with the same schedule."""
+    if config.mode == "full":
+        return _recover_full(model, samples, config, seed=seed, bf16=bf16, checkpoint_dir=checkpoint_dir, resume=resume)
+    peft_model = attach_lora(model, config)
+    history = train(peft_model, samples, _settings(config, seed, bf16, "recover (LoRA)"), None, checkpoint_dir, resume)
+    return merge_lora(peft_model), history
+
+
+def attach_lora(model: nn.Module, config: RecoveryConfig) -> nn.Module:
+    """Freeze ``model`` and wrap it in peft LoRA adapters on ``config.targets`` (only they train)."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -62,8 +73,28 @@ def recover_with_lora(
     )
     for p in model.parameters():
         p.requires_grad_(False)
-    peft_model = get_peft_model(model, lora)
-    settings = TrainSettings(
+    return get_peft_model(model, lora)
+
+
+def merge_lora(peft_model: nn.Module) -> nn.Module:
+    """Fold the adapters into the weights: a plain model with the same logits, frozen, in eval mode."""
+    merged = peft_model.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    return merged.eval()
+
+
+def _recover_full(model, samples, config: RecoveryConfig, *, seed, bf16, checkpoint_dir, resume):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    history = train(model, samples, _settings(config, seed, bf16, "recover (full)"), None, checkpoint_dir, resume)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), history
+
+
+def _settings(config: RecoveryConfig, seed: int, bf16: bool, desc: str) -> TrainSettings:
+    return TrainSettings(
         steps=config.steps,
         lr=config.lr,
         warmup_steps=min(2, config.steps),
@@ -71,10 +102,5 @@ def recover_with_lora(
         grad_accum=config.grad_accum,
         seed=seed + 1,
         bf16=bf16,
-        desc="recover (LoRA)",
+        desc=desc,
     )
-    history = train(peft_model, samples, settings, None, checkpoint_dir, resume)
-    merged = peft_model.merge_and_unload()
-    for p in merged.parameters():
-        p.requires_grad_(False)
-    return merged.eval(), history

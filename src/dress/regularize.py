@@ -5,26 +5,38 @@ touches ``c``: input column ``c`` of every reader (q/k/v, gate/up or fc1, lm_hea
 ``c`` of every writer (o_proj/down_proj, out_proj/fc2, dense) and its bias entry, embedding
 column ``c`` (token and positional), norm weight/bias entry ``c``.
 
-Penalty. ``R(W) = sum_g sqrt(n_g) * ||g||_2`` for ``norm="l2"`` (the group lasso with the usual
-sqrt(group size) weights, Yuan & Lin 2006, so an embedding column of 49k entries and a q column of
-576 are shrunk at the same per-weight pace) and ``R(W) = sum |w|`` over the groups for ``norm="l1"``.
+Penalty. Each group ``g`` carries a fixed weight ``s_g``, its RMS when regularization starts, and
 
-Why a proximal step, and the units of ``lam``. With Adam every parameter moves about ``lr`` per
-step whatever the gradient's size, so adding ``lam * R`` to the loss barely changes how fast the
-groups shrink (GUIDE §9: 55-75% of their mass left after 200 steps for any lam). We therefore
-optimise ``LM + lam * R`` by *proximal gradient* with the penalty decoupled from Adam, as AdamW
-decouples weight decay: Adam steps on the LM loss, then each group takes the exact proximal step
-of its penalty with step size ``lam * lr_t`` (``lr_t`` the current learning rate):
+  ℓ2:  R(W) = sum_g s_g * sqrt(n_g) * ||g||_2      (group lasso with the usual sqrt(group size)
+                                                    weights, Yuan & Lin 2006)
+  ℓ1:  R(W) = sum_g s_g * ||g||_1
 
-  ℓ2:  g <- g * max(0, 1 - lam * lr_t * sqrt(n_g) / ||g||_2)     (RMS of g falls by lam*lr_t)
-  ℓ1:  w <- sign(w) * max(0, |w| - lam * lr_t)                   (soft threshold; the proximal
-       form of the paper's Proposition 3.2: both solve min L + lam*|x|_1, the split x = y+ - y-
-       of Prop. 3.2 is what soft-thresholding computes in closed form)
+The ``s_g`` make the penalty scale-free: a norm gain near 1.8 and a q_proj column of RMS 0.2 (both
+measured on SmolLM2) are driven to zero *at the same pace*, so every removed group reaches zero at
+the same step instead of the small ones first and the norms never.
 
-So ``lam`` is dimensionless: the penalty moves each regularized weight ``lam`` times as far per
-step as Adam can move it back. ``lam > 1`` wins against the data and reaches exact zeros within
-``max|w| / (lam * sum_t lr_t)`` steps; the LM gradient meanwhile moves the groups' information into
-the kept channels, which is the point of DReSS. The reported regularization loss is ``lam * R``.
+Why a proximal step. With Adam every parameter moves about ``lr`` per step whatever the gradient's
+size, so adding ``lam * R`` to the loss barely changes how fast the groups shrink (GUIDE §9: 55-75%
+of their mass left after 200 steps whatever lam was). We therefore optimise ``LM + mu * R`` by
+*proximal gradient* with the penalty decoupled from Adam, as AdamW decouples weight decay: Adam
+steps on the LM loss, then each group takes the exact proximal step of its penalty with step size
+``mu * lr_t``:
+
+  ℓ2:  g <- g * max(0, 1 - mu * lr_t * s_g / rms(g))     (the group's RMS falls by mu*lr_t*s_g)
+  ℓ1:  w <- sign(w) * max(0, |w| - mu * lr_t * s_g)      (soft threshold: the proximal form of the
+       paper's Proposition 3.2. Both solve min L + mu*||x||_1; Prop. 3.2 splits x = y+ - y- into a
+       smooth problem with y± >= 0, and soft-thresholding is that problem's step in closed form,
+       which gives exact zeros where a subgradient step would oscillate around them)
+
+Units of ``lam``. We set ``mu = lam / sum_t lr_t`` (the sum over the whole learning-rate schedule),
+so the shrink of one step is ``lam * lr_t / sum lr`` of each group's starting RMS and the penalty
+alone removes ``lam`` times each group's starting size over the run. ``lam = 1`` reaches zero
+exactly at the last step (if the data never pushed back); ``lam = 2`` about halfway, leaving the
+rest of the budget to train the kept channels with the removed ones held at exactly zero. Adam can
+push back by at most about ``lr`` per step, small next to ``lam * s_g / steps`` at the defaults.
+The paper's ``λ = 1e-3`` multiplies an unnormalised loss term and is not comparable. The reported
+regularization loss is ``lam * R / R_0`` (``R_0`` at the start): ``lam`` at the start, 0 once every
+group is zero.
 """
 
 from __future__ import annotations
@@ -89,22 +101,49 @@ def norm_offset(model: nn.Module) -> float:
     return -1.0 if adapter_for(model).norm_kind == "rms_one_plus" else 0.0
 
 
-def penalty(slices: Iterable[GroupSlice], norm: str, offsets: dict[str, float] | None = None) -> torch.Tensor:
-    """``R(W)`` of the module docstring (differentiable; used for reporting and tests)."""
+Scales = dict[str, torch.Tensor]  # tensor name -> [groups] weight s_g (see module docstring)
+
+
+@torch.no_grad()
+def group_scales(slices: Iterable[GroupSlice], offsets: dict[str, float] | None = None) -> Scales:
+    """``s_g`` of every group: its RMS now (measured once, when regularization starts)."""
+    return {s.name: (s.view() - (offsets or {}).get(s.name, 0.0)).float().pow(2).mean(dim=1).sqrt() for s in slices}
+
+
+def _scale(scales: Scales | None, s: GroupSlice, like: torch.Tensor) -> torch.Tensor:
+    """``[groups, 1]`` weights of ``s`` (ones when unweighted)."""
+    if scales is None:
+        return torch.ones(like.shape[0], 1, dtype=like.dtype, device=like.device)
+    return scales[s.name].to(like.device, like.dtype).unsqueeze(1)
+
+
+def penalty(
+    slices: Iterable[GroupSlice], norm: str, offsets: dict[str, float] | None = None, scales: Scales | None = None
+) -> torch.Tensor:
+    """``R(W)`` of the module docstring (differentiable; used for reporting and tests).
+    Without ``scales`` every ``s_g`` is 1 (the plain group lasso / ℓ1)."""
     total = None
     for s in slices:
         rows = s.view() - (offsets or {}).get(s.name, 0.0)
+        weight = _scale(scales, s, rows).squeeze(1)
         if norm == "l2":
-            value = rows.norm(dim=1).sum() * math.sqrt(rows.shape[1])
+            value = (weight * rows.norm(dim=1)).sum() * math.sqrt(rows.shape[1])
         else:
-            value = rows.abs().sum()
+            value = (weight * rows.abs().sum(dim=1)).sum()
         total = value if total is None else total + value
     return total if total is not None else torch.zeros(())
 
 
 @torch.no_grad()
-def proximal_step(slices: Iterable[GroupSlice], norm: str, threshold: float, offsets: dict[str, float] | None = None) -> float:
-    """Exact proximal step of ``threshold * R`` on every group, in place (see module docstring).
+def proximal_step(
+    slices: Iterable[GroupSlice],
+    norm: str,
+    shrink: float,
+    offsets: dict[str, float] | None = None,
+    scales: Scales | None = None,
+) -> float:
+    """Exact proximal step of ``shrink * R`` on every group, in place (see module docstring):
+    ℓ2 lowers each group's RMS by ``shrink * s_g``, ℓ1 soft-thresholds each entry by it.
 
     ``offsets[name]`` shifts the target of a tensor (Gemma norms shrink towards -1, not 0).
     Returns ``R`` *before* the step (reused for reporting, so the penalty is computed once).
@@ -113,15 +152,17 @@ def proximal_step(slices: Iterable[GroupSlice], norm: str, threshold: float, off
     for s in slices:
         offset = (offsets or {}).get(s.name, 0.0)
         rows = (s.view() - offset).float()  # [groups, n_g]
+        weight = _scale(scales, s, rows)  # [groups, 1]
+        threshold = shrink * weight
         if norm == "l2":
             norms = rows.norm(dim=1, keepdim=True)
-            before += float(norms.sum()) * math.sqrt(rows.shape[1])
+            before += float((weight * norms).sum()) * math.sqrt(rows.shape[1])
             rms = norms / math.sqrt(rows.shape[1])
             new = rows * torch.clamp(1.0 - threshold / rms.clamp_min(1e-30), min=0.0)
         else:
-            before += float(rows.abs().sum())
+            before += float((weight * rows.abs()).sum())
             new = rows.sign() * torch.clamp(rows.abs() - threshold, min=0.0)
-        if threshold > 0:
+        if shrink > 0:
             _write_rows(s, new + offset)
     return before
 

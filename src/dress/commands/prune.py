@@ -27,7 +27,7 @@ _FIELDS = {
     "warmup_steps": "regularize.warmup_steps", "batch_size": "regularize.batch_size",
     "grad_accum": "regularize.grad_accum", "gradient_checkpointing": "regularize.gradient_checkpointing",
     "checkpoint_every": "regularize.checkpoint_every",
-    "rft": "recovery.enabled", "rft_steps": "recovery.steps", "rft_lr": "recovery.lr",
+    "rft": "recovery.enabled", "rft_mode": "recovery.mode", "rft_steps": "recovery.steps", "rft_lr": "recovery.lr",
     "lora_rank": "recovery.rank", "lora_alpha": "recovery.alpha", "lora_targets": "recovery.targets",
     "eval": "evaluate.enabled", "eval_source": "evaluate.source", "eval_seq_len": "evaluate.seq_len",
     "eval_tokens": "evaluate.max_tokens",
@@ -66,7 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--data-seed", type=int)
     g = p.add_argument_group("regularization")
     g.add_argument("--norm", choices=["l2", "l1"])
-    g.add_argument("--lam", type=float, help="penalty strength, in units of the AdamW step (see dress.regularize)")
+    g.add_argument("--lam", type=float, help="penalty strength, unit-free: the penalty alone removes LAM times each group's starting size over "
+                   "the run (1: zero at the last step, 2: about halfway; default 2; see dress.regularize)")
     g.add_argument("--steps", type=int, help="optimizer steps")
     g.add_argument("--lr", type=float)
     g.add_argument("--warmup-steps", type=int)
@@ -90,6 +91,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--trsp-grad-accum", type=int)
     g = p.add_argument_group("recovery fine-tuning (LoRA)")
     g.add_argument("--no-rft", dest="rft", action="store_false", default=None, help="skip recovery")
+    g.add_argument("--rft-mode", choices=["lora", "full"], help="lora (default, merged after training) or full "
+                   "fine-tuning of every parameter")
     g.add_argument("--rft-steps", type=int)
     g.add_argument("--rft-lr", type=float)
     g.add_argument("--lora-rank", type=int)

@@ -2,7 +2,11 @@
 penalty of :mod:`dress.regularize` drives the chosen channels' groups to zero.
 
 ``method="dress"`` regularizes the groups of the channels to remove; ``method="fpr"`` regularizes
-the groups of *every* channel with the same code and settings (the paper's Table 4 ablation).
+the groups of *every* channel with the same code and settings (the paper's Table 4 ablation). FPR
+spreads the same total penalty over all channels: its ``lam`` is scaled by ``removed / all``
+channels. Unscaled, ``lam >= 1`` would drive *every* channel to zero (``lam`` is relative to each
+group's own size, see :mod:`dress.regularize`) and the ablation would only show that a zeroed model
+is useless.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import torch
 from torch import nn
 
 from dress.config import RegularizeConfig
-from dress.regularize import channel_groups, offsets_for, proximal_step, slice_mass
-from dress.training import TrainSettings, train
+from dress.regularize import channel_groups, group_scales, offsets_for, penalty, proximal_step, slice_mass
+from dress.training import TrainSettings, learning_rate, train
 
 
 @dataclass
@@ -53,17 +57,14 @@ def regularize(
     """Regularize ``regularized`` channels (default: ``removed``) on ``samples``; report how much
     of the ``removed`` groups' mass survived."""
     t0 = time.perf_counter()
-    penalized = channel_groups(model, regularized if regularized is not None else removed)
+    regularized = list(regularized) if regularized is not None else list(removed)
+    penalized = channel_groups(model, regularized)
     watched = channel_groups(model, removed)
     penalized_offsets = offsets_for(model, penalized)
+    scales = group_scales(penalized, penalized_offsets)  # from the model as it is now (dense, also on resume)
     watched_offsets = offsets_for(model, watched)
     mass_before = slice_mass(watched, watched_offsets)
 
-    def after_step(_step: int, lr_t: float) -> float:
-        return config.lam * proximal_step(penalized, config.norm, config.lam * lr_t, penalized_offsets)
-
-    for p in model.parameters():
-        p.requires_grad_(True)
     settings = TrainSettings(
         steps=config.steps,
         lr=config.lr,
@@ -78,6 +79,17 @@ def regularize(
         checkpoint_every=config.checkpoint_every,
         desc="regularize",
     )
+    lam = config.lam * len(removed) / max(len(regularized), 1)  # FPR: the same total penalty, spread
+    total_lr = sum(learning_rate(t, settings) for t in range(settings.steps)) or 1.0
+    with torch.no_grad():  # R_0, from the model as it is before training (also on resume)
+        start_value = float(penalty(penalized, config.norm, penalized_offsets, scales)) or 1.0
+
+    def after_step(_step: int, lr_t: float) -> float:
+        value = proximal_step(penalized, config.norm, lam * lr_t / total_lr, penalized_offsets, scales)
+        return lam * value / start_value  # lam * R / R_0, R measured before this step's shrink
+
+    for p in model.parameters():
+        p.requires_grad_(True)
     history = train(model, samples, settings, after_step, checkpoint_dir, resume)
     mass_after = slice_mass(watched, watched_offsets)
     by_tensor = {name: mass_after[name] / max(mass_before[name], 1e-30) for name in mass_before}
