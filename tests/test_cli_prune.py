@@ -44,15 +44,15 @@ def test_direct_prune_writes_a_stock_checkpoint_and_record(tiny, tmp_path, capsy
 def test_dress_prune_end_to_end_reports_everything(tiny, tmp_path):
     model_dir, corpus = tiny
     out = tmp_path / "out"
-    assert prune(model_dir, corpus, out, "--method", "dress", "--lam", "50") == 0
+    assert prune(model_dir, corpus, out, "--method", "dress", "--lam", "2") == 0
     record = json.loads((out / "dress.json").read_text())
     report = record["report"]
     assert len(report["regularization"]["lm_loss"]) == 3
-    assert 0 <= report["regularization"]["preserved_ratio"] < 1
+    assert report["regularization"]["preserved_ratio"] <= 0.02  # lam=2 zeroes the groups by mid-run
     assert "prune_gap_nats" in report and len(report["recovery"]["lm_loss"]) == 2
     held = record["evaluation"]["held_out"]
     assert held["dense"]["seq_len"] == 32 and held["pruned"]["ppl"] > 0
-    assert set(record["stages"]) >= {"regularize", "remove channels", "recover (LoRA)", "evaluate pruned"}
+    assert set(record["stages"]) >= {"regularize", "remove channels", "recover (lora)", "evaluate pruned"}
     reloaded = dress.load(out)
     assert reloaded.config.hidden_size == 36
     with torch.no_grad():
