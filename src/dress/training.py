@@ -95,26 +95,42 @@ def train(
     extra_loss: Callable[[], torch.Tensor | None] | None = None,
     param_groups: list[dict] | None = None,
 ) -> TrainHistory:
-    """Train ``model``'s trainable parameters on ``samples`` ``[n, seq]`` (causal LM loss)."""
+    """Train ``model``'s trainable parameters on ``samples`` ``[n, seq]`` (causal LM loss).
+
+    In a launched process (``torchrun``, ``accelerate launch``; see :mod:`dress.distributed`)
+    the same call trains data-parallel or sharded through accelerate (:mod:`dress.engine`): every
+    process passes the same ``samples`` and settings, each runs its share of the global batch, and
+    ``model`` ends with the same weights as a single process would give it (up to float rounding).
+    """
     if settings.steps == 0:
         return TrainHistory()
     if samples.shape[0] == 0:
         raise DressError(f"{settings.desc}: no training samples; raise --samples or change --split")
-    device = next(model.parameters()).device
+    from dress.engine import engine_for
+
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    params = [p for group in param_groups for p in group["params"]]
-    optimizer = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
-    history = TrainHistory()
-    start = 0
-    if resume and checkpoint_dir is not None and (checkpoint_dir / "state.pt").is_file():
-        start, history = _load_checkpoint(checkpoint_dir, model, optimizer)
+    with engine_for(settings) as engine:
+        engine.check_hooks(after_step, extra_loss)
+        history = _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss,
+                              param_groups)
+    return history
+
+
+def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss, param_groups):
+    device = engine.input_device(model)
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trained, optimizer, params = engine.prepare(model, param_groups)
+    history = TrainHistory()
+    start = 0
+    if resume and checkpoint_dir is not None:
+        start, history = _resume(engine, checkpoint_dir, model, optimizer)
     use_bf16 = settings.bf16 and device.type == "cuda"
-    model.train()
+    trained.train()
     t0 = time.perf_counter() - history.seconds
-    bar = tqdm(range(start, settings.steps), desc=settings.desc, initial=start, total=settings.steps, dynamic_ncols=True)
+    bar = tqdm(range(start, settings.steps), desc=settings.desc, initial=start, total=settings.steps, dynamic_ncols=True,
+               disable=not engine.is_main)
     try:
         for step in bar:
             lr_t = learning_rate(step, settings)
@@ -122,24 +138,28 @@ def train(
                 group["lr"] = lr_t * group.get("lr_scale", 1.0)
             lm_loss = 0.0
             extra_total = 0.0
-            for micro in range(settings.grad_accum):
-                ids = samples[batch_indices(step, micro, samples.shape[0], settings)].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss / settings.grad_accum
-                lm_loss += float(loss.detach())
-                extra = extra_loss() if extra_loss else None
-                if extra is not None:
-                    extra = extra / settings.grad_accum
-                    extra_total += float(extra.detach())
-                    loss = loss + extra
-                loss.backward()
+            micro_batches = engine.micro_batches(step, samples.shape[0])
+            n_micro = len(micro_batches)  # settings.grad_accum in one process
+            for micro, index in enumerate(micro_batches):
+                ids = samples[index].to(device)
+                with engine.micro_step(trained, last=micro == n_micro - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        loss = trained(input_ids=ids, labels=ids, use_cache=False).loss / n_micro
+                    lm_loss += float(loss.detach())
+                    extra = extra_loss() if extra_loss else None
+                    if extra is not None:
+                        extra = extra / n_micro
+                        extra_total += float(extra.detach())
+                        loss = loss + extra
+                    engine.backward(loss)
+            lm_loss, extra_total = engine.mean([lm_loss, extra_total])  # the global means (every rank agrees)
             if not math.isfinite(lm_loss + extra_total):
                 where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
                 raise DressError(f"{settings.desc}: loss became {lm_loss + extra_total} at step {step}{where}. Lower --lr and retry.")
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            engine.clip(trained, params)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            reg = after_step(step, lr_t) if after_step else None
+            reg = engine.after_step(after_step, step, lr_t) if after_step else None
             if reg is None and extra_loss is not None:
                 reg = extra_total
             history.lm_loss.append(lm_loss)
@@ -154,7 +174,8 @@ def train(
                 done == settings.steps or (settings.checkpoint_every and done % settings.checkpoint_every == 0)
             ):
                 history.seconds = time.perf_counter() - t0
-                _save_checkpoint(checkpoint_dir, model, optimizer, done, history)
+                _checkpoint(engine, checkpoint_dir, model, optimizer, done, history)
+        engine.finish(model)
     finally:
         bar.close()
         model.eval()
@@ -162,6 +183,35 @@ def train(
             model.gradient_checkpointing_disable()
     history.seconds = time.perf_counter() - t0
     return history
+
+
+def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory) -> None:
+    """Replicated weights (one process, DDP): the main process writes ``state.pt``; sharded: every
+    rank writes its part through accelerate (:meth:`dress.engine.AccelerateEngine.save_sharded`)."""
+    if engine.sharded:
+        engine.save_sharded(directory, step, history.as_dict())
+    elif engine.is_main:
+        _save_checkpoint(directory, model, optimizer, step, history)
+
+
+def _resume(engine, directory: Path, model: nn.Module, optimizer) -> tuple[int, TrainHistory]:
+    """``(first step, history)`` from the checkpoint in ``directory``, or ``(0, empty)`` if none."""
+    from dress.engine import SHARDED_STATE
+
+    replicated, sharded = (directory / "state.pt").is_file(), (directory / SHARDED_STATE).is_dir()
+    if engine.sharded:
+        if replicated and not sharded:
+            raise DressError(f"{directory} holds a checkpoint of an unsharded run; resume it without FSDP/DeepSpeed")
+        loaded = engine.load_sharded(directory)
+        if loaded is None:
+            return 0, TrainHistory()
+        step, h = loaded
+        return step, TrainHistory(h["lm_loss"], h["reg_loss"], h["lr"], h["seconds"])
+    if sharded and not replicated:
+        raise DressError(f"{directory} holds a sharded (FSDP/DeepSpeed) checkpoint; resume it with the same kind of launch")
+    if replicated:
+        return _load_checkpoint(directory, model, optimizer)
+    return 0, TrainHistory()
 
 
 def _save_checkpoint(directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory) -> None:

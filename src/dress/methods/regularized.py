@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from dress.config import RegularizeConfig
-from dress.regularize import channel_groups, group_scales, offsets_for, penalty, proximal_step, slice_mass
+from dress.proximal import ProximalPenalty
+from dress.regularize import channel_groups, group_scales, offsets_for, penalty, slice_mass
 from dress.training import TrainSettings, learning_rate, train
 
 
@@ -84,9 +85,13 @@ def regularize(
     with torch.no_grad():  # R_0, from the model as it is before training (also on resume)
         start_value = float(penalty(penalized, config.norm, penalized_offsets, scales)) or 1.0
 
-    def after_step(_step: int, lr_t: float) -> float:
-        value = proximal_step(penalized, config.norm, lam * lr_t / total_lr, penalized_offsets, scales)
-        return lam * value / start_value  # lam * R / R_0, R measured before this step's shrink
+    # proximal_step(penalized, norm, lam * lr_t / total_lr, ...) after every optimizer step, also on
+    # sharded weights (FSDP/DeepSpeed, see dress.proximal); logs lam * R / R_0, R before the shrink.
+    after_step = ProximalPenalty(
+        penalized, config.norm, penalized_offsets, scales,
+        shrink=lambda _step, lr_t: lam * lr_t / total_lr,
+        report=lambda value: lam * value / start_value,
+    )
 
     for p in model.parameters():
         p.requires_grad_(True)
