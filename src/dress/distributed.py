@@ -128,8 +128,9 @@ def current_runtime(device: str | None = None) -> Runtime:
 
     ``device`` is the user's ``--device`` (``cpu`` forces the gloo backend on a GPU machine). Clear
     errors: a DeepSpeed launch without DeepSpeed installed; FSDP/DeepSpeed on CPU (accelerate runs
-    them on GPUs only); FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but
-    the main process, while dress keeps one full replica per process outside training).
+    them on GPUs only); FSDP1 (its flat parameters hide the tensor layout the proximal step needs);
+    FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but the main process, while
+    dress keeps one full replica per process outside training).
     """
     kind = engine_kind()
     if kind == "local":
@@ -144,6 +145,11 @@ def current_runtime(device: str | None = None) -> Runtime:
         raise DressError(
             f"{kind.upper()} needs CUDA GPUs (accelerate shards only across GPUs); on CPU launch plain data "
             "parallel: torchrun --nproc_per_node N -m dress prune ..."
+        )
+    if kind == "fsdp" and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise DressError(
+            "dress trains with FSDP2 only (per-parameter sharding, which the DReSS proximal step runs on); set "
+            "fsdp_version: 2 in the accelerate config (as in src/dress/configs/accelerate/*.yaml)"
         )
     if kind == "fsdp" and _env_flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
         raise DressError(
@@ -168,7 +174,8 @@ def rank_micro_batches(step_indices: torch.Tensor, batch_size: int, rank: int, w
     if total % world:
         raise DressError(
             f"the global batch (batch_size x grad_accum = {total} samples per step) must be divisible by the "
-            f"number of processes ({world}); raise --grad-accum or --batch-size, or launch fewer processes"
+            f"number of processes ({world}); raise the stage's grad_accum or batch_size (--grad-accum, --batch-size, "
+            "--rft-grad-accum, --rft-batch-size, --trsp-grad-accum, ...), or launch fewer processes"
         )
     share = total // world
     mine = step_indices[rank * share : (rank + 1) * share]

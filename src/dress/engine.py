@@ -124,13 +124,18 @@ class AccelerateEngine(LocalEngine):
         self.runtime = runtime
         self.sharded = runtime.sharded
         per_step = settings.batch_size * settings.grad_accum
-        shares = rank_micro_batches(torch.arange(per_step), settings.batch_size, runtime.rank, runtime.world)
+        try:
+            shares = rank_micro_batches(torch.arange(per_step), settings.batch_size, runtime.rank, runtime.world)
+        except DressError as err:
+            raise DressError(f"{settings.desc}: {err}") from None
         self.n_micro, self.micro_size = len(shares), len(shares[0])
         cpu = runtime.device.type == "cpu"
         # DDP keeps dress's own autocast (as in one process); sharded engines cast parameters themselves.
         mixed = "bf16" if settings.bf16 and not cpu and self.sharded else "no"
-        kwargs = {"gradient_accumulation_steps": self.n_micro} if runtime.engine == "deepspeed" else {}
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, **kwargs)
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed)
+        # dress scales the loss of each micro-batch itself; only DeepSpeed counts micro-batches
+        # (and a launch flag or env value for accumulation must not rescale the loss again).
+        self.accelerator.gradient_accumulation_steps = self.n_micro if runtime.engine == "deepspeed" else 1
         self.home: torch.device | None = None
         self.model: nn.Module | None = None  # the caller's model, while its twin trains (sharded)
         self.twin: nn.Module | None = None

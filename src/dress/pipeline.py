@@ -9,6 +9,12 @@ Contract of :func:`run_prune`: the output folder appears only when everything su
 assembled in a temporary sibling); an existing output is refused unless ``overwrite``; with
 ``resume`` the training stages continue from their checkpoints in ``<out>.checkpoints/``, which
 is deleted after success. Returns the record written to ``dress.json``.
+
+Under a launcher (``torchrun`` / ``accelerate launch``, see :mod:`dress.distributed`) every process
+runs this same function on its own full copy of the model; the training stages split each global
+batch across the processes (:mod:`dress.engine`). Only the main process logs, evaluates
+(perplexity, prune gap), writes the output folder and ``dress.json`` and deletes the checkpoints;
+the others wait at barriers, so every process returns when the output is complete.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dress import __version__
 from dress.adapters import adapter_for, parameter_count
 from dress.checkpoint import check_output_dir, save_model
 from dress.config import PruneConfig
+from dress.distributed import Runtime, current_runtime
 from dress.errors import DressError
 from dress.loading import load_model
 from dress.methods import PruneContext, method_function, method_needs_data
@@ -59,7 +66,10 @@ class StageClock:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def resolve_device(config: PruneConfig) -> torch.device:
+def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch.device:
+    """The device of this process: under a launcher the rank's own (``cuda:LOCAL_RANK`` or cpu)."""
+    if runtime is not None and runtime.distributed:
+        return runtime.device
     if config.device:
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise DressError(f"--device {config.device} requested but CUDA is not available; use --device cpu")
@@ -83,28 +93,35 @@ class Prepared:
     evaluation: dict  # {"dense": PerplexityResult fields} when evaluation is on
     device: torch.device
     bf16: bool
+    runtime: Runtime = Runtime()  # this process in a launch (the local default: one process)
 
 
-def prepare(config: PruneConfig, log=print, clock: StageClock | None = None, *, need_data: bool | None = None) -> Prepared:
+def prepare(
+    config: PruneConfig, log=print, clock: StageClock | None = None, *, need_data: bool | None = None,
+    runtime: Runtime | None = None,
+) -> Prepared:
     """Load the model, draw the calibration windows (if the method needs them, or ``need_data``)
     and evaluate the dense model. The draw depends only on ``config.data`` and the tokenizer, so
-    every method given the same data block sees the same windows."""
+    every method given the same data block sees the same windows. Under a launcher every process
+    loads and draws (the main process first, so downloads land once in the shared cache); only the
+    main process evaluates."""
     from dress.data import calibration_samples, evaluation_text, parse_split, split_samples
     from dress.evaluation.perplexity import tokenize_once
 
-    device = resolve_device(config)
+    runtime = runtime or Runtime()
+    device = resolve_device(config, runtime)
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
     clock = clock or StageClock(device)
     torch.manual_seed(config.seed)
 
-    with clock.stage("load model", log):
+    with clock.stage("load model", log), runtime.main_first():
         loaded = load_model(config.model)
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         adapter = adapter_for(model)
 
     reg_part = rec_part = None
     if method_needs_data(config) if need_data is None else need_data:
-        with clock.stage("calibration data", log):
+        with clock.stage("calibration data", log), runtime.main_first():
             samples = calibration_samples(
                 tokenizer, config.data.calib, config.data.samples, config.data.seq_len, config.data.seed
             )
@@ -114,12 +131,12 @@ def prepare(config: PruneConfig, log=print, clock: StageClock | None = None, *, 
 
     eval_ids = None
     evaluation: dict = {}
-    if config.evaluate.enabled:
+    if config.evaluate.enabled and runtime.is_main:
         eval_ids = tokenize_once(tokenizer, evaluation_text(config.evaluate.source))
         with clock.stage("evaluate dense", log):
             evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
     return Prepared(model, tokenizer, loaded.source, adapter.stock_after_prune, parameter_count(model),
-                    reg_part, rec_part, eval_ids, evaluation, device, bf16)
+                    reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
 
 
 def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
@@ -142,7 +159,7 @@ def prune_prepared(
     ctx = PruneContext(
         model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
         rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
-        clock=clock, log=log,
+        clock=clock, log=log, runtime=prepared.runtime,
         held_out_loss=(
             (lambda m: _held_out_ppl(config, m, eval_ids, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None
         ),
@@ -182,20 +199,27 @@ def prune_prepared(
         "versions": _versions(),
         "device": str(prepared.device),
     }
+    if prepared.runtime.distributed:
+        record["launch"] = {"engine": prepared.runtime.engine, "processes": prepared.runtime.world}
     return model, record
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
     out = Path(out)
+    runtime = current_runtime(config.device)
+    log = runtime.main_log(log)
     if not resume:
         check_output_dir(out, overwrite)
+    runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
-    clock = StageClock(resolve_device(config))
-    prepared = prepare(config, log, clock)
+    clock = StageClock(resolve_device(config, runtime))
+    prepared = prepare(config, log, clock, runtime=runtime)
     model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
-    model = model.to("cpu")
-    save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
-    clear_checkpoint(work_dir)
+    if runtime.is_main:
+        model = model.to("cpu")
+        save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
+        clear_checkpoint(work_dir)
+    runtime.barrier()  # the output is complete when any process returns
     return record
 
 

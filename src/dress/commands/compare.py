@@ -150,7 +150,11 @@ def _read_file(path: Path) -> dict:
 def run(args: argparse.Namespace) -> int:
     from dress.compare import run_compare
     from dress.compare_report import markdown_table
+    from dress.distributed import launched
 
+    if launched():
+        raise DressError("dress compare runs in one process; launch `dress prune` with torchrun/accelerate "
+                         "for data-parallel or sharded runs (docs/scale.md)")
     spec = spec_from_args(args)
     results = run_compare(spec, args.out)
     print()

@@ -2,6 +2,7 @@
 
 Options map one-to-one onto :class:`dress.config.PruneConfig`; ``--config FILE`` reads a JSON/YAML
 config (e.g. the ``config`` block of a previous ``dress.json``) and command-line options override it.
+The same command runs under ``torchrun`` / ``accelerate launch`` (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _FIELDS = {
     "grad_accum": "regularize.grad_accum", "gradient_checkpointing": "regularize.gradient_checkpointing",
     "checkpoint_every": "regularize.checkpoint_every",
     "rft": "recovery.enabled", "rft_mode": "recovery.mode", "rft_steps": "recovery.steps", "rft_lr": "recovery.lr",
+    "rft_batch_size": "recovery.batch_size", "rft_grad_accum": "recovery.grad_accum",
     "lora_rank": "recovery.rank", "lora_alpha": "recovery.alpha", "lora_targets": "recovery.targets",
     "eval": "evaluate.enabled", "eval_source": "evaluate.source", "eval_seq_len": "evaluate.seq_len",
     "eval_tokens": "evaluate.max_tokens",
@@ -95,6 +97,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "fine-tuning of every parameter")
     g.add_argument("--rft-steps", type=int)
     g.add_argument("--rft-lr", type=float)
+    g.add_argument("--rft-batch-size", type=int)
+    g.add_argument("--rft-grad-accum", type=int)
     g.add_argument("--lora-rank", type=int)
     g.add_argument("--lora-alpha", type=float)
     g.add_argument("--lora-targets", type=lambda s: s.split(","), help="comma-separated module names")
@@ -157,10 +161,12 @@ def _explain(err: ValidationError) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dress.distributed import current_runtime
     from dress.pipeline import run_prune
     from dress.summary import prune_summary
 
     config = config_from_args(args)
     record = run_prune(config, args.out, overwrite=args.overwrite, resume=args.resume)
-    print(prune_summary(record, args.out))
+    if current_runtime(config.device).is_main:  # one summary per launch
+        print(prune_summary(record, args.out))
     return 0

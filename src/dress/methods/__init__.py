@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dress.distributed import Runtime
+
 # name -> "module:function" under dress.methods, imported on use.
 METHODS: dict[str, str] = {
     "direct": "width:direct",
@@ -43,6 +45,7 @@ class PruneContext:
     clock: object  # dress.pipeline.StageClock
     log: Callable[[str], None] = print
     held_out_loss: Callable[[nn.Module], float] | None = None  # mean NLL on a few held-out windows
+    runtime: Runtime = Runtime()  # this process in a launch; methods broadcast data-dependent choices
 
 
 @dataclass

@@ -31,6 +31,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
         log(f"[dress] {note}")
     with ctx.clock.stage("select channels", log):
         removed = select_channels(model, d - d_new, config.selection, ctx.reg_part)
+        removed = ctx.runtime.broadcast(removed)  # every process removes the main process's choice
 
     report: dict = {}
     if regularize_all is not None:

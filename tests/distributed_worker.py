@@ -1,0 +1,123 @@
+"""Run by ``torchrun --standalone --nproc_per_node 2`` from tests/test_distributed.py (gloo, CPU).
+
+Every scenario here has a one-process twin in the test module, built from the same functions, so
+the test compares the two. Results go to the folder given as the first argument (the main process
+writes; the FSDP2 check writes one number per rank).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import sample_ids, tiny_model  # noqa: E402
+
+CHANNELS = [3, 10, 40]
+# name -> RegularizeConfig overrides; the global batch (batch_size x grad_accum) is 4 in both:
+# "accum" gives each rank whole micro-batches, "split" cuts every micro-batch across the ranks.
+SCENARIOS = {"accum": {"batch_size": 2, "grad_accum": 2}, "split": {"batch_size": 4, "grad_accum": 1}}
+SHRINKS = (0.3, 1.0)  # FSDP2 check: a partial shrink, then one that zeroes every group (scaled by s_g)
+
+
+def regularize_config(**overrides):
+    from dress.config import RegularizeConfig
+
+    return RegularizeConfig(**{"steps": 6, "lr": 1e-3, "warmup_steps": 1, "lam": 1.5, **overrides})
+
+
+def run_regularize(checkpoint_dir: Path | None = None, resume: bool = False, **overrides) -> torch.nn.Module:
+    """DReSS regularization of the tiny llama on fixed data; the same call in 1 or N processes."""
+    from dress.methods.regularized import regularize
+
+    model = tiny_model("llama")
+    regularize(model, CHANNELS, sample_ids(8, 16, seed=3), regularize_config(**overrides), seed=1,
+               checkpoint_dir=checkpoint_dir, resume=resume)
+    return model
+
+
+def cli_args(model_dir: Path, corpus: Path, out: Path) -> list[str]:
+    return ["prune", str(model_dir), "--out", str(out), "--calib", str(corpus), "--eval-source", str(corpus),
+            "--samples", "8", "--seq-len", "32", "--steps", "3", "--batch-size", "2", "--rft-steps", "2",
+            "--rft-batch-size", "2", "--eval-seq-len", "32", "--eval-tokens", "128", "--device", "cpu",
+            "--method", "dress", "--lam", "2"]
+
+
+def _interrupted_run(out: Path) -> None:
+    """Stop every rank right after the first checkpoint (step 3 of 6), as a crash would."""
+    import dress.training as training
+
+    real = training._checkpoint
+
+    def checkpoint_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    training._checkpoint = checkpoint_then_stop
+    try:
+        run_regularize(checkpoint_dir=out / "resume", checkpoint_every=3, **SCENARIOS["accum"])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        training._checkpoint = real
+
+
+def _fsdp2_proximal(out: Path, rank: int) -> None:
+    """The proximal step on FSDP2 shards (raw ``fully_shard``: accelerate shards only on GPUs) and
+    the write-back of a sharded twin into the caller's model, against the single-process step."""
+    from torch.distributed.fsdp import fully_shard
+
+    from dress.engine import _full_tensor, _twin
+    from dress.proximal import dtensor_proximal_step
+    from dress.regularize import channel_groups, group_scales, proximal_step
+
+    worst = 0.0
+    for norm in ("l2", "l1"):
+        reference, model = tiny_model("llama"), tiny_model("llama")
+        slices = channel_groups(reference, CHANNELS)
+        scales = group_scales(slices)
+        r_ref = [proximal_step(slices, norm, shrink, None, scales) for shrink in SHRINKS]
+
+        twin, _ = _twin(model)
+        for layer in twin.model.layers:
+            fully_shard(layer)
+        fully_shard(twin)
+        live = dict(twin.named_parameters())
+        r_sharded = [dtensor_proximal_step(channel_groups(model, CHANNELS), live, norm, shrink, None, scales)
+                     for shrink in SHRINKS]
+        untouched = max((a - b).abs().max().item() for a, b in zip(model.state_dict().values(),
+                                                                   tiny_model("llama").state_dict().values()))
+        own = dict(model.named_parameters())
+        for name, param in live.items():
+            own[name].data.copy_(_full_tensor(param, "fsdp"))
+        diff = max((a - b).abs().max().item() for a, b in zip(reference.state_dict().values(),
+                                                              model.state_dict().values()))
+        relative = max(abs(a - b) / max(abs(a), 1e-30) for a, b in zip(r_ref, r_sharded))
+        worst = max(worst, diff, relative, untouched)
+    (out / f"fsdp2_rank{rank}.json").write_text(json.dumps({"max_diff": worst}))
+
+
+def main(out: Path) -> None:
+    from dress.cli import main as cli
+    from dress.distributed import current_runtime
+
+    runtime = current_runtime("cpu")
+    assert runtime.engine == "ddp" and runtime.world == 2, runtime
+    for name, overrides in SCENARIOS.items():
+        model = run_regularize(**overrides)
+        if runtime.is_main:
+            torch.save(model.state_dict(), out / f"{name}.pt")
+    _interrupted_run(out)
+    _fsdp2_proximal(out, runtime.rank)
+    runtime.barrier()
+    status = cli(cli_args(out / "tiny", out / "corpus.txt", out / "pruned"))
+    (out / f"cli_rank{runtime.rank}.txt").write_text(str(status))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
