@@ -25,8 +25,9 @@ def select_channels(model: nn.Module, n_remove: int, selection: str, calibration
     if selection == "last":
         return list(range(d - n_remove, d))
     if selection == "activation":
-        if calibration is None:
-            raise DressError("--selection activation needs calibration data")
+        if calibration is None or calibration.shape[0] == 0:
+            raise DressError("--selection activation needs calibration data (raise --samples), "
+                             "or choose --selection weight or last")
         scores = activation_scores(model, calibration)
     elif selection == "weight":
         scores = weight_scores(model)
