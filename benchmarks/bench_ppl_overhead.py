@@ -19,18 +19,7 @@ import time
 import torch
 
 from dress.evaluation.perplexity import make_windows, perplexity
-
-
-def smollm2_shaped_model() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(cfg).eval()
+from shapes import smollm2_shaped_model
 
 
 def bare_loop(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> None:

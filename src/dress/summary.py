@@ -34,6 +34,11 @@ def prune_summary(record: dict, out: Path) -> str:
             f"  perplexity   dense {d['ppl']:.2f} -> pruned {q['ppl']:.2f}  ({q['ppl'] / d['ppl']:.2f}x; "
             f"{record['evaluation']['source']} held-out, {d['n_tokens_scored']} tokens, context {d['seq_len']})"
         )
-    total = sum(s["seconds"] for s in record.get("stages", {}).values())
+    stages = record.get("stages", {})
+    if stages:
+        lines.append("  stage                     seconds   peak memory")
+        for name, s in stages.items():
+            lines.append(f"    {name:<23} {s['seconds']:>7.1f}   {s.get('peak_memory_gib', float('nan')):>6.2f} GiB")
+    total = sum(s["seconds"] for s in stages.values())
     lines.append(f"  wall time    {total:.0f} s   record: {Path(out) / 'dress.json'}")
     return "\n".join(lines)
