@@ -23,7 +23,7 @@ class DataConfig(_Strict):
     ``split`` (regularization:recovery) along the sample axis."""
 
     calib: str = "wiki"
-    samples: int = Field(48, ge=1)
+    samples: int = Field(192, ge=1)
     seq_len: int = Field(256, ge=8)
     split: str = "3:1"
     seed: int = 0
@@ -36,9 +36,9 @@ class RegularizeConfig(_Strict):
     reaches zero at the last step and ``lam=2`` about halfway."""
 
     norm: Literal["l2", "l1"] = "l2"
-    lam: float = Field(2.0, ge=0.0)
-    steps: int = Field(36, ge=0)
-    lr: float = Field(1e-4, gt=0.0)
+    lam: float = Field(1.5, ge=0.0)
+    steps: int = Field(144, ge=0)  # one pass over the 144 regularization windows of the default draw
+    lr: float = Field(3e-4, gt=0.0)
     warmup_steps: int = Field(4, ge=0)
     batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -60,7 +60,7 @@ class RecoveryConfig(_Strict):
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    steps: int = Field(12, ge=0)
+    steps: int = Field(48, ge=0)  # one pass over the 48 recovery windows of the default draw
     lr: float = Field(3e-4, gt=0.0)
     batch_size: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -82,7 +82,7 @@ class DepthConfig(_Strict):
     parameters come closest to it (see :func:`dress.pruning.layers.layers_for_ratio`)."""
 
     layers: int | None = Field(None, ge=1)  # remove exactly this many layers (overrides --ratio)
-    score_samples: int | None = Field(None, ge=1)  # scoring windows (SLEB, ShortGPT); None: all
+    score_samples: int | None = Field(16, ge=1)  # scoring windows (SLEB, ShortGPT); None: all (paper: 128 x 2048)
     batch_size: int = Field(4, ge=1)  # windows per scoring forward
 
 
