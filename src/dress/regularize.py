@@ -151,29 +151,29 @@ def proximal_step(
     before = 0.0
     for s in slices:
         offset = (offsets or {}).get(s.name, 0.0)
-        rows = (s.view() - offset).float()  # [groups, n_g]
-        weight = _scale(scales, s, rows)  # [groups, 1]
-        threshold = shrink * weight
+        # Work in the tensor's own layout (no transposed copies): picked is [out, k] for columns,
+        # [k, ...] for rows; `along` broadcasts a per-group [k] vector over it.
+        picked = s.param.index_select(s.dim, s.index).float()
+        if offset:
+            picked = picked - offset
+        along = [1] * picked.dim()
+        along[s.dim] = len(s.index)
+        n_g = s.group_size
+        weight = scales[s.name].to(picked.device) if scales is not None else picked.new_ones(len(s.index))
         if norm == "l2":
-            norms = rows.norm(dim=1, keepdim=True)
-            before += float((weight * norms).sum()) * math.sqrt(rows.shape[1])
-            rms = norms / math.sqrt(rows.shape[1])
-            new = rows * torch.clamp(1.0 - threshold / rms.clamp_min(1e-30), min=0.0)
+            other_dims = [d for d in range(picked.dim()) if d != s.dim]
+            norms = picked.pow(2).sum(dim=other_dims).sqrt() if other_dims else picked.abs()  # [k]
+            before += float((weight * norms).sum()) * math.sqrt(n_g)
+            rms = norms / math.sqrt(n_g)
+            factor = torch.clamp(1.0 - shrink * weight / rms.clamp_min(1e-30), min=0.0)
+            new = picked * factor.view(along)
         else:
-            before += float((weight * rows.abs()).sum())
-            new = rows.sign() * torch.clamp(rows.abs() - threshold, min=0.0)
+            threshold = (shrink * weight).view(along)
+            before += float((weight.view(along) * picked.abs()).sum())
+            new = picked.sign() * torch.clamp(picked.abs() - threshold, min=0.0)
         if shrink > 0:
-            _write_rows(s, new + offset)
+            s.param.index_copy_(s.dim, s.index, (new + offset if offset else new).to(s.param.dtype))
     return before
-
-
-def _write_rows(s: GroupSlice, rows: torch.Tensor) -> None:
-    if s.dim == 1:
-        shape = (s.param.shape[0], len(s.index))
-        s.param.index_copy_(1, s.index, rows.reshape(len(s.index), -1).transpose(0, 1).reshape(shape).to(s.param.dtype))
-    else:
-        shape = (len(s.index),) + tuple(s.param.shape[1:])
-        s.param.index_copy_(0, s.index, rows.reshape(shape).to(s.param.dtype))
 
 
 @torch.no_grad()
