@@ -263,7 +263,7 @@ def test_sleb_removes_the_layer_whose_removal_hurts_least(model_type, tmp_path):
         zero_layer_update(copy, 2)
         remove_layers(copy, [j])
         removed_ppl[j] = math.exp(lm_loss(copy, ids))
-    ctx = context(model, "sleb", ids, tmp_path, depth=DepthConfig(layers=2, batch_size=2))
+    ctx = context(model, "sleb", ids, tmp_path, depth=DepthConfig(layers=2, batch_size=2, score_samples=ids.shape[0]))
     outcome = method_function("sleb")(ctx)
     first_round = {int(j): p for j, p in outcome.report["sleb_rounds"][0].items()}
     assert first_round == pytest.approx(removed_ppl, rel=1e-4)
@@ -337,3 +337,14 @@ def test_cli_prune_depth_method_end_to_end(method, tmp_path):
         assert len(record["report"]["trsp"]["stage1"]["lm_loss"]) == 2
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.num_hidden_layers == 2
+
+
+def test_layer_scoring_uses_recovery_windows_when_everything_goes_to_recovery(tmp_path):
+    """--split 0:1 (all data for recovery) still scores layers, on the same windows."""
+    ids = sample_ids(batch=3, seq=16)
+    model = tiny_model("llama")
+    ctx = context(model, "shortgpt", ids, tmp_path, depth=DepthConfig(layers=1))
+    ctx.reg_part, ctx.rec_part = ids[:0], ids
+    outcome = method_function("shortgpt")(ctx)
+    assert outcome.report["scoring_tokens"] == ids.numel()
+    assert outcome.record["layers"]["after"] == 2

@@ -47,6 +47,13 @@ class PruneContext:
     held_out_loss: Callable[[nn.Module], float] | None = None  # mean NLL on a few held-out windows
     runtime: Runtime = Runtime()  # this process in a launch; methods broadcast data-dependent choices
 
+    def scoring_windows(self) -> torch.Tensor | None:
+        """Every calibration window (both parts of the split), for data-aware *scoring* (channel or
+        layer choice): a run that puts all data into recovery (``--split 0:1``) then scores exactly
+        as one that regularizes on it. ``None`` when there is no data."""
+        parts = [p for p in (self.reg_part, self.rec_part) if p is not None and p.shape[0] > 0]
+        return torch.cat(parts) if parts else None
+
 
 @dataclass
 class MethodOutcome:

@@ -7,7 +7,7 @@
   it skipped; the hidden state entering a layer is cached from one forward of the current model,
   so scoring layer ``j`` only runs the layers after ``j`` (and the head).
 
-Both score on ``ctx.reg_part`` (the first ``depth.score_samples`` windows), the same calibration
+Both score on the calibration windows (the first ``depth.score_samples`` of them, regularization part first), the same calibration
 draw every method gets. :func:`layer_count` and :func:`finish_layer_removal` are shared with TRSP.
 """
 
@@ -41,10 +41,11 @@ def layer_count(ctx: PruneContext) -> tuple[int, str]:
 
 def scoring_windows(ctx: PruneContext) -> torch.Tensor:
     """Calibration windows ``[n, seq]`` used to score layers."""
-    if ctx.reg_part is None or ctx.reg_part.shape[0] == 0:
-        raise DressError("scoring layers needs calibration samples; raise --samples or change --split")
+    windows = ctx.scoring_windows()
+    if windows is None:
+        raise DressError("scoring layers needs calibration samples; raise --samples")
     limit = ctx.config.depth.score_samples
-    return ctx.reg_part if limit is None else ctx.reg_part[:limit]
+    return windows if limit is None else windows[:limit]
 
 
 def _batches(windows: torch.Tensor, batch_size: int, device: torch.device):

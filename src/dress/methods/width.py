@@ -30,7 +30,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     if note:
         log(f"[dress] {note}")
     with ctx.clock.stage("select channels", log):
-        removed = select_channels(model, d - d_new, config.selection, _scoring_windows(ctx))
+        removed = select_channels(model, d - d_new, config.selection, ctx.scoring_windows())
         removed = ctx.runtime.broadcast(removed)  # every process removes the main process's choice
 
     report: dict = {}
@@ -61,11 +61,3 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     }
     return MethodOutcome(model, report, record)
 
-
-def _scoring_windows(ctx: PruneContext):
-    """Every calibration window (both parts of the split) scores channels, so a method that puts
-    all data into recovery (``--split 0:1``) selects exactly as one that regularizes on it."""
-    import torch
-
-    parts = [p for p in (ctx.reg_part, ctx.rec_part) if p is not None and p.shape[0] > 0]
-    return torch.cat(parts) if parts else None
