@@ -279,7 +279,7 @@ def test_trsp_stage2_shrinks_the_chosen_layers_updates(model_type, tmp_path):
 
     def run(lam2: float) -> dict:
         model = tiny_model(model_type)
-        trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=lam2, steps2=8, lr=3e-3, gate_lr=0.0, warmup_steps=0)
+        trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=lam2, steps2=8, lr=3e-3, gate_lr=0.0, warmup_steps=0, shrink2=0.0)
         ctx = context(model, "trsp", ids, tmp_path / str(lam2), depth=DepthConfig(layers=1), trsp=trsp)
         return method_function("trsp")(ctx).report["trsp"]
 
@@ -288,6 +288,18 @@ def test_trsp_stage2_shrinks_the_chosen_layers_updates(model_type, tmp_path):
     layer = str(penalized["chosen"][0])
     assert penalized["update_ratio"][layer] < 0.7
     assert penalized["update_ratio"][layer] < free["update_ratio"][layer] - 0.2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "phi"])
+def test_trsp_stage2_gate_shrink_zeroes_the_chosen_layers_and_makes_removal_exact(model_type, tmp_path):
+    ids = sample_ids(batch=4, seq=16)
+    trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=0.0, steps2=6, lr=3e-3, warmup_steps=0, shrink2=1.5)
+    ctx = context(tiny_model(model_type), "trsp", ids, tmp_path, depth=DepthConfig(layers=1), trsp=trsp)
+    outcome = method_function("trsp")(ctx)
+    chosen = outcome.report["trsp"]["chosen"][0]
+    assert outcome.record["trsp_gates"]["final"][chosen] == 0.0
+    assert outcome.report["trsp"]["update_ratio"][str(chosen)] == 0.0
+    assert abs(outcome.report["prune_gap_nats"]) < 1e-4
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)

@@ -99,6 +99,7 @@ class TRSPConfig(_Strict):
     train1: Literal["gates", "all"] = "gates"  # stage 1 trains only the gates, or every parameter
     lam2: float = Field(1.0, ge=0.0)
     steps2: int = Field(24, ge=0)
+    shrink2: float = Field(1.5, ge=0.0)  # stage 2: proximal shrink of the chosen gates, in units of the run; 0: off
     lr: float = Field(1e-4, gt=0.0)
     gate_lr: float = Field(2e-2, ge=0.0)  # 0: gates frozen
     warmup_steps: int = Field(2, ge=0)

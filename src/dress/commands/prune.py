@@ -34,7 +34,7 @@ _FIELDS = {
     "eval": "evaluate.enabled", "eval_source": "evaluate.source", "eval_seq_len": "evaluate.seq_len",
     "eval_tokens": "evaluate.max_tokens",
     "layers": "depth.layers", "score_samples": "depth.score_samples", "score_batch_size": "depth.batch_size",
-    "trsp_lam1": "trsp.lam1", "trsp_lam2": "trsp.lam2", "trsp_steps1": "trsp.steps1", "trsp_steps2": "trsp.steps2",
+    "trsp_lam1": "trsp.lam1", "trsp_lam2": "trsp.lam2", "trsp_steps1": "trsp.steps1", "trsp_steps2": "trsp.steps2", "trsp_shrink2": "trsp.shrink2",
     "trsp_train1": "trsp.train1", "trsp_lr": "trsp.lr", "trsp_gate_lr": "trsp.gate_lr",
     "trsp_batch_size": "trsp.batch_size", "trsp_grad_accum": "trsp.grad_accum",
 }
@@ -86,6 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--trsp-lam2", type=float, help="stage 2: weight of the chosen layers' relative update norm")
     g.add_argument("--trsp-steps1", type=int, help="stage 1 optimizer steps")
     g.add_argument("--trsp-steps2", type=int, help="stage 2 optimizer steps")
+    g.add_argument("--trsp-shrink2", type=float, help="stage 2: proximal shrink of the chosen layers' gates, unit-free "
+                   "like --lam (1.5: zero at ~40%% of stage 2; 0: the loss penalty only)")
     g.add_argument("--trsp-train1", choices=["gates", "all"], help="stage 1 trains only the gates, or all parameters")
     g.add_argument("--trsp-lr", type=float, help="learning rate of the weights")
     g.add_argument("--trsp-gate-lr", type=float, help="learning rate of the gates")
