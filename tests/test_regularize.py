@@ -179,3 +179,13 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     regularize(resumed, CHANNELS, data, _reg_config(checkpoint_every=3), checkpoint_dir=tmp_path / "ck", resume=True)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_scaled_l1_reaches_exact_zero_once_the_accumulated_shrink_passes_one():
+    """With s_g = max|w| of the group, lam = 1 (total shrink 1) zeroes every entry of every group."""
+    model = tiny_model("llama")
+    slices = channel_groups(model, CHANNELS)
+    scales = group_scales(slices, norm="l1")
+    for _ in range(4):
+        proximal_step(slices, "l1", shrink=0.26, scales=scales)
+    assert sum(slice_mass(slices).values()) == 0.0

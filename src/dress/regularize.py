@@ -5,7 +5,8 @@ touches ``c``: input column ``c`` of every reader (q/k/v, gate/up or fc1, lm_hea
 ``c`` of every writer (o_proj/down_proj, out_proj/fc2, dense) and its bias entry, embedding
 column ``c`` (token and positional), norm weight/bias entry ``c``.
 
-Penalty. Each group ``g`` carries a fixed weight ``s_g``, its RMS when regularization starts, and
+Penalty. Each group ``g`` carries a fixed weight ``s_g``, its RMS when regularization starts (for ℓ1:
+its largest |w|, see :func:`group_scales`), and
 
   ℓ2:  R(W) = sum_g s_g * sqrt(n_g) * ||g||_2      (group lasso with the usual sqrt(group size)
                                                     weights, Yuan & Lin 2006)
@@ -105,9 +106,15 @@ Scales = dict[str, torch.Tensor]  # tensor name -> [groups] weight s_g (see modu
 
 
 @torch.no_grad()
-def group_scales(slices: Iterable[GroupSlice], offsets: dict[str, float] | None = None) -> Scales:
-    """``s_g`` of every group: its RMS now (measured once, when regularization starts)."""
-    return {s.name: (s.view() - (offsets or {}).get(s.name, 0.0)).float().pow(2).mean(dim=1).sqrt() for s in slices}
+def group_scales(slices: Iterable[GroupSlice], offsets: dict[str, float] | None = None, norm: str = "l2") -> Scales:
+    """``s_g`` of every group, measured once when regularization starts: its RMS for ``l2`` (the
+    group shrinks as a whole), its largest ``|w|`` for ``l1`` (soft-thresholding zeroes an entry
+    only once the accumulated threshold passes it, so the largest entry sets the pace)."""
+    scales = {}
+    for s in slices:
+        rows = (s.view() - (offsets or {}).get(s.name, 0.0)).float()
+        scales[s.name] = rows.pow(2).mean(dim=1).sqrt() if norm == "l2" else rows.abs().amax(dim=1)
+    return scales
 
 
 def _scale(scales: Scales | None, s: GroupSlice, like: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ def regularize(
     penalized = channel_groups(model, regularized)
     watched = channel_groups(model, removed)
     penalized_offsets = offsets_for(model, penalized)
-    scales = group_scales(penalized, penalized_offsets)  # from the model as it is now (dense, also on resume)
+    scales = group_scales(penalized, penalized_offsets, config.norm)  # from the model as it is now (dense, also on resume)
     watched_offsets = offsets_for(model, watched)
     mass_before = slice_mass(watched, watched_offsets)
 
