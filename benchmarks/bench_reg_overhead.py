@@ -34,7 +34,7 @@ def main() -> None:
     d = model.config.hidden_size
     removed = list(range(d - round(args.ratio * d), d))
     slices = channel_groups(model, removed)
-    scales = group_scales(slices)
+    scales = group_scales(slices, norm=args.norm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     ids = torch.randint(0, model.config.vocab_size, (args.batch_size, args.seq_len), generator=torch.Generator().manual_seed(0))
 

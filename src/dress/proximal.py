@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from dress.errors import DressError
-from dress.regularize import GroupSlice, Scales, proximal_step
+from dress.regularize import GroupSlice, Scales, group_weights, proximal_step
 
 
 @dataclass
@@ -87,13 +87,6 @@ def _shard_layout(param) -> tuple[torch.Tensor, int, int, object]:
     return local, start, rows, mesh.get_group(mesh_dim)
 
 
-def _weights(scales: Scales | None, name: str, groups: int, device) -> torch.Tensor:
-    """``[groups, 1]`` fp32 weights ``s_g`` of one tensor's groups (ones when unweighted)."""
-    if scales is None:
-        return torch.ones(groups, 1, device=device)
-    return scales[name].to(device, torch.float32).unsqueeze(1)
-
-
 @torch.no_grad()
 def dtensor_proximal_step(
     slices: Sequence[GroupSlice],
@@ -123,7 +116,7 @@ def dtensor_proximal_step(
         local, start, _rows, group = _shard_layout(param)
         group_size = param.numel() // param.shape[s.dim]
         index = s.index.to(local.device)
-        weight = _weights(scales, s.name, len(index), local.device)
+        weight = group_weights(scales, s.name, len(index), local.device).unsqueeze(1)  # [groups, 1]
         if s.dim == 1:  # columns: every rank holds a part of every group
             part = local.index_select(1, index).transpose(0, 1).reshape(len(index), -1)
         else:  # rows: a group lies whole on the rank that holds its row

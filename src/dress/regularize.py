@@ -117,11 +117,11 @@ def group_scales(slices: Iterable[GroupSlice], offsets: dict[str, float] | None 
     return scales
 
 
-def _scale(scales: Scales | None, s: GroupSlice, like: torch.Tensor) -> torch.Tensor:
-    """``[groups, 1]`` weights of ``s`` (ones when unweighted)."""
+def group_weights(scales: Scales | None, name: str, groups: int, device) -> torch.Tensor:
+    """``[groups]`` fp32 weights ``s_g`` of tensor ``name``'s groups (ones when unweighted)."""
     if scales is None:
-        return torch.ones(like.shape[0], 1, dtype=like.dtype, device=like.device)
-    return scales[s.name].to(like.device, like.dtype).unsqueeze(1)
+        return torch.ones(groups, device=device)
+    return scales[name].to(device, torch.float32)
 
 
 def penalty(
@@ -132,7 +132,7 @@ def penalty(
     total = None
     for s in slices:
         rows = s.view() - (offsets or {}).get(s.name, 0.0)
-        weight = _scale(scales, s, rows).squeeze(1)
+        weight = group_weights(scales, s.name, rows.shape[0], rows.device)
         if norm == "l2":
             value = (weight * rows.norm(dim=1)).sum() * math.sqrt(rows.shape[1])
         else:
@@ -166,7 +166,7 @@ def proximal_step(
         along = [1] * picked.dim()
         along[s.dim] = len(s.index)
         n_g = s.group_size
-        weight = scales[s.name].to(picked.device) if scales is not None else picked.new_ones(len(s.index))
+        weight = group_weights(scales, s.name, len(s.index), picked.device)
         if norm == "l2":
             other_dims = [d for d in range(picked.dim()) if d != s.dim]
             norms = picked.pow(2).sum(dim=other_dims).sqrt() if other_dims else picked.abs()  # [k]

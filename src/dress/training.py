@@ -71,6 +71,12 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def total_learning_rate(settings: TrainSettings) -> float:
+    """``sum_t lr_t`` over the whole schedule (1.0 for an empty one): the unit in which a decoupled
+    shrink ``lam * lr_t / total`` removes ``lam`` times a quantity over the run."""
+    return sum(learning_rate(t, settings) for t in range(settings.steps)) or 1.0
+
+
 def batch_indices(step: int, micro: int, n_samples: int, settings: TrainSettings) -> torch.Tensor:
     """Sample indices of micro-batch ``micro`` of optimizer step ``step``: epochs of a seeded
     permutation, reshuffled per epoch, a pure function of (seed, step, micro)."""

@@ -7,8 +7,8 @@
   it skipped; the hidden state entering a layer is cached from one forward of the current model,
   so scoring layer ``j`` only runs the layers after ``j`` (and the head).
 
-Both score on the calibration windows (the first ``depth.score_samples`` of them, regularization part first), the same calibration
-draw every method gets. :func:`layer_count` and :func:`finish_layer_removal` are shared with TRSP.
+Both score on the calibration windows (the first ``depth.score_samples`` of them, regularization
+part first), the same calibration draw every method gets. :func:`layer_count` and :func:`finish_layer_removal` are shared with TRSP.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from torch import nn
 from dress.config import RegularizeConfig
 from dress.proximal import ProximalPenalty
 from dress.regularize import channel_groups, group_scales, offsets_for, penalty, slice_mass
-from dress.training import TrainSettings, learning_rate, train
+from dress.training import TrainSettings, total_learning_rate, train
 
 
 @dataclass
@@ -81,7 +81,7 @@ def regularize(
         desc="regularize",
     )
     lam = config.lam * len(removed) / max(len(regularized), 1)  # FPR: the same total penalty, spread
-    total_lr = sum(learning_rate(t, settings) for t in range(settings.steps)) or 1.0
+    total_lr = total_learning_rate(settings)
     with torch.no_grad():  # R_0, from the model as it is before training (also on resume)
         start_value = float(penalty(penalized, config.norm, penalized_offsets, scales)) or 1.0
 

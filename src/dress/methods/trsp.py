@@ -38,7 +38,7 @@ from torch import nn
 from dress.methods import MethodOutcome, PruneContext
 from dress.methods.depth import finish_layer_removal, layer_count
 from dress.pruning.gates import LayerGates, record_residual_updates
-from dress.training import TrainSettings, learning_rate, train
+from dress.training import TrainSettings, total_learning_rate, train
 
 REFERENCE_WINDOWS = 4  # windows on which the stage-2 reference update norms are measured
 
@@ -162,7 +162,7 @@ def _stage2(ctx: PruneContext, gates: LayerGates, chosen: list[int], reference: 
 def _gate_shrink(params: list[nn.Parameter], chosen: list[int], shrink: float, settings: TrainSettings):
     """``after_step`` hook: the decoupled proximal shrink of the chosen gates (module docstring)."""
     start = {i: abs(float(params[i].detach())) for i in chosen}
-    total_lr = sum(learning_rate(t, settings) for t in range(settings.steps)) or 1.0
+    total_lr = total_learning_rate(settings)
 
     @torch.no_grad()
     def after_step(_step: int, lr_t: float) -> None:

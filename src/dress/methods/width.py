@@ -60,4 +60,3 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
         "channel_selection": config.selection,
     }
     return MethodOutcome(model, report, record)
-
