@@ -110,6 +110,16 @@ class TRSPConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0)
 
 
+class DistillConfig(_Strict):
+    """Optional distillation from the dense model in every training stage (regularization,
+    recovery, TRSP's stages): the loss is ``(1 - weight) * LM + weight * KL(dense || student)`` at
+    ``temperature`` (see :mod:`dress.distill`). ``weight = 0`` (default) trains on the LM loss alone.
+    It applies to every method alike, so a comparison stays fair."""
+
+    weight: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0)
+
+
 class PruneConfig(_Strict):
     model: str | None = None  # None: the bundled default (smollm2-135m)
     method: Method = "dress"
@@ -121,6 +131,7 @@ class PruneConfig(_Strict):
     evaluate: EvalConfig = EvalConfig()
     depth: DepthConfig = DepthConfig()
     trsp: TRSPConfig = TRSPConfig()
+    distill: DistillConfig = DistillConfig()
     device: str | None = None  # None: cuda if available, else cpu
     bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
     seed: int = 0

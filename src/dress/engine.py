@@ -75,7 +75,7 @@ class LocalEngine:
     def is_main(self) -> bool:
         return True
 
-    def check_hooks(self, after_step, extra_loss) -> None:
+    def check_hooks(self, after_step, extra_loss, distill=None) -> None:
         return None
 
     def prepare(self, model: nn.Module, param_groups: list[dict]):
@@ -146,9 +146,14 @@ class AccelerateEngine(LocalEngine):
     def is_main(self) -> bool:
         return self.runtime.is_main
 
-    def check_hooks(self, after_step, extra_loss) -> None:
+    def check_hooks(self, after_step, extra_loss, distill=None) -> None:
         if not self.sharded:
             return
+        if distill is not None:
+            raise DressError(
+                f"{self.settings.desc}: distillation keeps a full copy of the dense model on every process, which "
+                f"defeats {self.runtime.engine.upper()} sharding; set --distill 0, or launch with plain data parallel"
+            )
         if extra_loss is not None or (after_step is not None and not isinstance(after_step, ProximalPenalty)):
             raise DressError(
                 f"{self.settings.desc}: this stage needs replicated weights (its penalty reads the forward pass "

@@ -156,10 +156,11 @@ def prune_prepared(
     clock = clock or StageClock(prepared.device)
     torch.manual_seed(config.seed)
     eval_ids, bf16 = prepared.eval_ids, prepared.bf16
+    distill = _distillation(config, model)
     ctx = PruneContext(
         model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
         rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
-        clock=clock, log=log, runtime=prepared.runtime,
+        clock=clock, log=log, runtime=prepared.runtime, distill=distill,
         held_out_loss=(
             (lambda m: _held_out_ppl(config, m, eval_ids, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None
         ),
@@ -174,9 +175,10 @@ def prune_prepared(
         with clock.stage(f"recover ({config.recovery.mode})", log):
             model, history = recover(
                 model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
-                checkpoint_dir=work_dir / "recovery", resume=resume,
+                checkpoint_dir=work_dir / "recovery", resume=resume, distill=distill,
             )
         report["recovery"] = history.as_dict()
+    del ctx, distill  # free the teacher before evaluating
 
     evaluation = dict(prepared.evaluation)
     if eval_ids is not None:
@@ -202,6 +204,16 @@ def prune_prepared(
     if prepared.runtime.distributed:
         record["launch"] = {"engine": prepared.runtime.engine, "processes": prepared.runtime.world}
     return model, record
+
+
+def _distillation(config: PruneConfig, model):
+    """The dense teacher (a frozen copy of ``model`` before the method touches it) when
+    ``config.distill.weight > 0``, else None."""
+    if config.distill.weight <= 0:
+        return None
+    from dress.distill import Distillation, frozen_teacher
+
+    return Distillation(frozen_teacher(model), config.distill.weight, config.distill.temperature)
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:

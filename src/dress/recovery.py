@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dress.config import RecoveryConfig
+from dress.distill import Distillation
 from dress.errors import DressError
 from dress.training import TrainHistory, TrainSettings, train
 
@@ -49,13 +50,22 @@ def recover(
     bf16: bool = False,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    distill: Distillation | None = None,
 ) -> tuple[nn.Module, TrainHistory]:
     """Train LoRA adapters on ``samples`` and merge them; returns the merged model. With
-    ``config.mode == "full"`` every parameter is trained instead, with the same schedule."""
+    ``config.mode == "full"`` every parameter is trained instead, with the same schedule.
+    ``distill``: distil from the dense model as well (:mod:`dress.distill`)."""
     if config.mode == "full":
-        return _recover_full(model, samples, config, seed=seed, bf16=bf16, checkpoint_dir=checkpoint_dir, resume=resume)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        history = train(model, samples, _settings(config, seed, bf16, "recover (full)"), None, checkpoint_dir, resume,
+                        distill=distill)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model.eval(), history
     peft_model = attach_lora(model, config)
-    history = train(peft_model, samples, _settings(config, seed, bf16, "recover (LoRA)"), None, checkpoint_dir, resume)
+    history = train(peft_model, samples, _settings(config, seed, bf16, "recover (LoRA)"), None, checkpoint_dir, resume,
+                    distill=distill)
     return merge_lora(peft_model), history
 
 
@@ -82,15 +92,6 @@ def merge_lora(peft_model: nn.Module) -> nn.Module:
     for p in merged.parameters():
         p.requires_grad_(False)
     return merged.eval()
-
-
-def _recover_full(model, samples, config: RecoveryConfig, *, seed, bf16, checkpoint_dir, resume):
-    for p in model.parameters():
-        p.requires_grad_(True)
-    history = train(model, samples, _settings(config, seed, bf16, "recover (full)"), None, checkpoint_dir, resume)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval(), history
 
 
 def _settings(config: RecoveryConfig, seed: int, bf16: bool, desc: str) -> TrainSettings:

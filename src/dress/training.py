@@ -15,7 +15,10 @@ Contract of :func:`train`:
   * every ``checkpoint_every`` steps (and at the end) model, optimizer and history are written
     atomically to ``checkpoint_dir``; a NaN/inf loss stops with a DressError and leaves the last
     good checkpoint in place;
-  * bf16 autocast on CUDA when ``bf16``; fp32 otherwise.
+  * bf16 autocast on CUDA when ``bf16``; fp32 otherwise;
+  * with ``distill`` (a :class:`dress.distill.Distillation` of weight ``w``) each micro-batch's loss
+    is ``(1 - w) * LM + w * KD``; ``lm_loss`` still logs the plain LM loss and ``distill_loss`` the
+    KD term, so curves stay comparable with and without distillation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dress.distill import Distillation
 from dress.errors import DressError
 
 
@@ -57,9 +61,17 @@ class TrainHistory:
     reg_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    distill_loss: list[float] = field(default_factory=list)  # empty without a teacher
 
     def as_dict(self) -> dict:
-        return {"lm_loss": self.lm_loss, "reg_loss": self.reg_loss, "lr": self.lr, "seconds": self.seconds}
+        out = {"lm_loss": self.lm_loss, "reg_loss": self.reg_loss, "lr": self.lr, "seconds": self.seconds}
+        if self.distill_loss:
+            out["distill_loss"] = self.distill_loss
+        return out
+
+    @classmethod
+    def from_dict(cls, h: dict) -> TrainHistory:
+        return cls(h["lm_loss"], h["reg_loss"], h["lr"], h["seconds"], h.get("distill_loss", []))
 
 
 def learning_rate(step: int, settings: TrainSettings) -> float:
@@ -100,6 +112,7 @@ def train(
     resume: bool = False,
     extra_loss: Callable[[], torch.Tensor | None] | None = None,
     param_groups: list[dict] | None = None,
+    distill: Distillation | None = None,
 ) -> TrainHistory:
     """Train ``model``'s trainable parameters on ``samples`` ``[n, seq]`` (causal LM loss).
 
@@ -116,14 +129,17 @@ def train(
 
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if distill is not None and distill.weight <= 0:
+        distill = None
     with engine_for(settings) as engine:
-        engine.check_hooks(after_step, extra_loss)
+        engine.check_hooks(after_step, extra_loss, distill)
         history = _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss,
-                              param_groups)
+                              param_groups, distill)
     return history
 
 
-def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss, param_groups):
+def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss, param_groups,
+                distill):
     device = engine.input_device(model)
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -143,6 +159,7 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
             for group in optimizer.param_groups:
                 group["lr"] = lr_t * group.get("lr_scale", 1.0)
             lm_loss = 0.0
+            kd_total = 0.0
             extra_total = 0.0
             micro_batches = engine.micro_batches(step, samples.shape[0])
             n_micro = len(micro_batches)  # settings.grad_accum in one process
@@ -150,16 +167,22 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
                 ids = samples[index].to(device)
                 with engine.micro_step(trained, last=micro == n_micro - 1):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        loss = trained(input_ids=ids, labels=ids, use_cache=False).loss / n_micro
+                        out = trained(input_ids=ids, labels=ids, use_cache=False)
+                        loss = out.loss / n_micro
+                        if distill is not None:
+                            kd = distill.loss(out.logits, ids) / n_micro
+                            kd_total += float(kd.detach())
                     lm_loss += float(loss.detach())
+                    if distill is not None:
+                        loss = (1.0 - distill.weight) * loss + distill.weight * kd
                     extra = extra_loss() if extra_loss else None
                     if extra is not None:
                         extra = extra / n_micro
                         extra_total += float(extra.detach())
                         loss = loss + extra
                     engine.backward(loss)
-            lm_loss, extra_total = engine.mean([lm_loss, extra_total])  # the global means (every rank agrees)
-            if not math.isfinite(lm_loss + extra_total):
+            lm_loss, extra_total, kd_total = engine.mean([lm_loss, extra_total, kd_total])  # global means
+            if not math.isfinite(lm_loss + extra_total + kd_total):
                 where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
                 raise DressError(f"{settings.desc}: loss became {lm_loss + extra_total} at step {step}{where}. Lower --lr and retry.")
             engine.clip(trained, params)
@@ -172,6 +195,9 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
             history.reg_loss.append(float(reg) if reg is not None else 0.0)
             history.lr.append(lr_t)
             postfix = {"lm": f"{lm_loss:.3f}"}
+            if distill is not None:
+                history.distill_loss.append(kd_total)
+                postfix["kd"] = f"{kd_total:.3f}"
             if reg is not None:
                 postfix["reg"] = f"{reg:.3g}"
             bar.set_postfix(postfix)
@@ -212,7 +238,7 @@ def _resume(engine, directory: Path, model: nn.Module, optimizer) -> tuple[int, 
         if loaded is None:
             return 0, TrainHistory()
         step, h = loaded
-        return step, TrainHistory(h["lm_loss"], h["reg_loss"], h["lr"], h["seconds"])
+        return step, TrainHistory.from_dict(h)
     if sharded and not replicated:
         raise DressError(f"{directory} holds a sharded (FSDP/DeepSpeed) checkpoint; resume it with the same kind of launch")
     if replicated:
@@ -237,9 +263,7 @@ def _load_checkpoint(directory: Path, model: nn.Module, optimizer) -> tuple[int,
     state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    h = state["history"]
-    history = TrainHistory(h["lm_loss"], h["reg_loss"], h["lr"], h["seconds"])
-    return int(state["step"]), history
+    return int(state["step"]), TrainHistory.from_dict(state["history"])
 
 
 def clear_checkpoint(directory: Path | None) -> None:

@@ -37,6 +37,7 @@ _FIELDS = {
     "trsp_lam1": "trsp.lam1", "trsp_lam2": "trsp.lam2", "trsp_steps1": "trsp.steps1", "trsp_steps2": "trsp.steps2", "trsp_shrink2": "trsp.shrink2",
     "trsp_train1": "trsp.train1", "trsp_lr": "trsp.lr", "trsp_gate_lr": "trsp.gate_lr",
     "trsp_batch_size": "trsp.batch_size", "trsp_grad_accum": "trsp.grad_accum",
+    "distill": "distill.weight", "distill_temperature": "distill.temperature",
 }
 
 
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("regularization")
     g.add_argument("--norm", choices=["l2", "l1"])
     g.add_argument("--lam", type=float, help="penalty strength, unit-free: the penalty alone removes LAM times each group's starting size over "
-                   "the run (1: zero at the last step, 2: about halfway; default 2; see dress.regularize)")
+                   "the run (1: zero at the last step, 2: about halfway; default 1.5; see dress.regularize)")
     g.add_argument("--steps", type=int, help="optimizer steps")
     g.add_argument("--lr", type=float)
     g.add_argument("--warmup-steps", type=int)
@@ -104,6 +105,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--lora-rank", type=int)
     g.add_argument("--lora-alpha", type=float)
     g.add_argument("--lora-targets", type=lambda s: s.split(","), help="comma-separated module names")
+    g = p.add_argument_group("distillation (every training stage, every method)")
+    g.add_argument("--distill", type=float, metavar="W", help="weight of the KL to the dense model's next-token "
+                   "distribution; the LM loss gets 1-W (default 0: off; 1: distillation only)")
+    g.add_argument("--distill-temperature", type=float, help="softmax temperature of the distillation loss (default 1)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--no-eval", dest="eval", action="store_false", default=None)
     g.add_argument("--eval-source", help="held-out text (default wiki, the bundled evaluation part)")

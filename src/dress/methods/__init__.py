@@ -46,6 +46,7 @@ class PruneContext:
     log: Callable[[str], None] = print
     held_out_loss: Callable[[nn.Module], float] | None = None  # mean NLL on a few held-out windows
     runtime: Runtime = Runtime()  # this process in a launch; methods broadcast data-dependent choices
+    distill: object = None  # dress.distill.Distillation for every training stage, or None
 
     def scoring_windows(self) -> torch.Tensor | None:
         """Every calibration window (both parts of the split), for data-aware *scoring* (channel or

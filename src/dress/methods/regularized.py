@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dress.config import RegularizeConfig
+from dress.distill import Distillation
 from dress.proximal import ProximalPenalty
 from dress.regularize import channel_groups, group_scales, offsets_for, penalty, slice_mass
 from dress.training import TrainSettings, total_learning_rate, train
@@ -32,15 +33,19 @@ class RegularizationReport:
     lm_loss: list[float]
     reg_loss: list[float]
     seconds: float
+    distill_loss: list[float] = field(default_factory=list)  # empty without distillation
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "preserved_ratio": self.preserved_ratio,
             "preserved_by_tensor": self.preserved_by_tensor,
             "lm_loss": self.lm_loss,
             "reg_loss": self.reg_loss,
             "seconds": self.seconds,
         }
+        if self.distill_loss:
+            out["distill_loss"] = self.distill_loss
+        return out
 
 
 def regularize(
@@ -54,6 +59,7 @@ def regularize(
     bf16: bool = False,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    distill: Distillation | None = None,
 ) -> RegularizationReport:
     """Regularize ``regularized`` channels (default: ``removed``) on ``samples``; report how much
     of the ``removed`` groups' mass survived."""
@@ -95,8 +101,9 @@ def regularize(
 
     for p in model.parameters():
         p.requires_grad_(True)
-    history = train(model, samples, settings, after_step, checkpoint_dir, resume)
+    history = train(model, samples, settings, after_step, checkpoint_dir, resume, distill=distill)
     mass_after = slice_mass(watched, watched_offsets)
     by_tensor = {name: mass_after[name] / max(mass_before[name], 1e-30) for name in mass_before}
     ratio = sum(mass_after.values()) / max(sum(mass_before.values()), 1e-30)
-    return RegularizationReport(ratio, by_tensor, history.lm_loss, history.reg_loss, time.perf_counter() - t0)
+    return RegularizationReport(ratio, by_tensor, history.lm_loss, history.reg_loss, time.perf_counter() - t0,
+                                history.distill_loss)

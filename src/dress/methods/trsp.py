@@ -121,7 +121,7 @@ def _stage1(ctx: PruneContext, gates: LayerGates):
 
     return train(
         ctx.model, ctx.reg_part, _settings(ctx, cfg.steps1, 1), None,
-        ctx.work_dir / "trsp-stage1", ctx.resume, extra_loss=l1_penalty, param_groups=groups,
+        ctx.work_dir / "trsp-stage1", ctx.resume, extra_loss=l1_penalty, param_groups=groups, distill=ctx.distill,
     )
 
 
@@ -152,6 +152,7 @@ def _stage2(ctx: PruneContext, gates: LayerGates, chosen: list[int], reference: 
             return train(
                 model, ctx.reg_part, settings, shrink,
                 ctx.work_dir / "trsp-stage2", ctx.resume, extra_loss=penalty, param_groups=groups,
+                distill=ctx.distill,
             )
     finally:
         clear.remove()

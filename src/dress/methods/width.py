@@ -42,6 +42,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
                 model, removed, ctx.reg_part, config.regularize,
                 regularized=list(range(d)) if regularize_all else removed,
                 seed=config.seed, bf16=ctx.bf16, checkpoint_dir=ctx.work_dir / "regularize", resume=ctx.resume,
+                distill=ctx.distill,
             )
         report["regularization"] = reg.as_dict()
         log(f"[dress] preserved ratio of the removed groups: {reg.preserved_ratio:.4f} (goal <= 0.02)")
