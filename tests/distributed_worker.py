@@ -1,8 +1,11 @@
-"""Run by ``torchrun --standalone --nproc_per_node 2`` from tests/test_distributed.py (gloo, CPU).
+"""Run by ``torchrun --standalone`` from tests/test_distributed.py (gloo, CPU):
+``distributed_worker.py OUT MODE``.
 
-Every scenario here has a one-process twin in the test module, built from the same functions, so
-the test compares the two. Results go to the folder given as the first argument (the main process
-writes; the FSDP2 check writes one number per rank).
+Modes: ``ddp`` (2 processes, plain data parallel), ``fsdp`` (2 processes, accelerate's FSDP2 with
+the shipped 8gpu-fsdp.yaml settings, on CPU through tests/cpu_fsdp.py) and ``fsdp-resume`` (1
+FSDP2 process resuming the sharded checkpoint the 2-process ``fsdp`` run left). Every scenario has
+a one-process twin in the test module, built from the same functions, so the test compares the
+two. Results go to the folder OUT (the main process writes; per-rank checks write one file each).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def cli_args(model_dir: Path, corpus: Path, out: Path) -> list[str]:
             "--method", "dress", "--lam", "2"]
 
 
-def _interrupted_run(out: Path) -> None:
+def _interrupted_run(checkpoint_dir: Path) -> None:
     """Stop every rank right after the first checkpoint (step 3 of 6), as a crash would."""
     import dress.training as training
 
@@ -60,15 +63,30 @@ def _interrupted_run(out: Path) -> None:
 
     training._checkpoint = checkpoint_then_stop
     try:
-        run_regularize(checkpoint_dir=out / "resume", checkpoint_every=3, **SCENARIOS["accum"])
+        run_regularize(checkpoint_dir=checkpoint_dir, checkpoint_every=3, **SCENARIOS["accum"])
     except KeyboardInterrupt:
         pass
     finally:
         training._checkpoint = real
 
 
+def _record_resumed_step(path: Path) -> None:
+    """Write the step a sharded resume starts from (a resume that found nothing starts at 0 and
+    would still reach the uninterrupted weights, so the test needs to see it)."""
+    from dress.engine import AccelerateEngine
+
+    real = AccelerateEngine.load_sharded
+
+    def load_sharded(self, directory):
+        loaded = real(self, directory)
+        path.write_text(str(None if loaded is None else loaded[0]))
+        return loaded
+
+    AccelerateEngine.load_sharded = load_sharded
+
+
 def _fsdp2_proximal(out: Path, rank: int) -> None:
-    """The proximal step on FSDP2 shards (raw ``fully_shard``: accelerate shards only on GPUs) and
+    """The proximal step on FSDP2 shards (raw ``fully_shard``, no accelerate) and
     the write-back of a sharded twin into the caller's model, against the single-process step."""
     from torch.distributed.fsdp import fully_shard
 
@@ -102,22 +120,38 @@ def _fsdp2_proximal(out: Path, rank: int) -> None:
     (out / f"fsdp2_rank{rank}.json").write_text(json.dumps({"max_diff": worst}))
 
 
-def main(out: Path) -> None:
+def main(out: Path, mode: str) -> None:
     from dress.cli import main as cli
     from dress.distributed import current_runtime
 
+    if mode.startswith("fsdp"):
+        from cpu_fsdp import allow_fsdp_on_cpu
+
+        allow_fsdp_on_cpu()
     runtime = current_runtime("cpu")
-    assert runtime.engine == "ddp" and runtime.world == 2, runtime
+    expected = {"ddp": ("ddp", 2), "fsdp": ("fsdp", 2), "fsdp-resume": ("fsdp", 1)}[mode]
+    assert (runtime.engine, runtime.world) == expected, runtime
+    prefix = "" if mode == "ddp" else "fsdp_"
+    if mode == "fsdp-resume":
+        _record_resumed_step(out / "fsdp_resumed_at.txt")
+        model = run_regularize(checkpoint_dir=out / "fsdp_resume", resume=True, checkpoint_every=3,
+                               **SCENARIOS["accum"])
+        torch.save(model.state_dict(), out / "fsdp_resumed.pt")
+        return
     for name, overrides in SCENARIOS.items():
         model = run_regularize(**overrides)
         if runtime.is_main:
-            torch.save(model.state_dict(), out / f"{name}.pt")
-    _interrupted_run(out)
-    _fsdp2_proximal(out, runtime.rank)
+            torch.save(model.state_dict(), out / f"{prefix}{name}.pt")
+    _interrupted_run(out / f"{prefix}resume")
+    if mode == "fsdp" and runtime.is_main:  # the 1-process resume will checkpoint over it
+        progress = json.loads((out / "fsdp_resume" / "state" / "progress.json").read_text())
+        (out / "fsdp_interrupted_at.txt").write_text(str(progress["step"]))
+    if mode == "ddp":
+        _fsdp2_proximal(out, runtime.rank)
     runtime.barrier()
-    status = cli(cli_args(out / "tiny", out / "corpus.txt", out / "pruned"))
-    (out / f"cli_rank{runtime.rank}.txt").write_text(str(status))
+    status = cli(cli_args(out / "tiny", out / "corpus.txt", out / f"{prefix}pruned"))
+    (out / f"{prefix}cli_rank{runtime.rank}.txt").write_text(str(status))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

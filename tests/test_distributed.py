@@ -1,7 +1,9 @@
-"""Two processes (torchrun, gloo, CPU) give what one process gives: regularization weights, resume
-across process counts, the FSDP2 proximal step on shards, and ``dress prune`` end to end with only
-the main process writing. One torchrun launch serves every test here (module fixture); the
-one-process references run in this process meanwhile."""
+"""Several processes (torchrun, gloo, CPU) give what one process gives. Plain data parallel (2
+processes): regularization weights, resume across process counts, the FSDP2 proximal step on raw
+shards, ``dress prune`` end to end with only the main process writing. FSDP2 through accelerate
+(tests/cpu_fsdp.py; 2 processes, then 1 resuming): the same weights, a sharded checkpoint resumed on
+another number of processes, ``dress prune`` end to end. The launches start when the module's first
+test asks for them and run while the one-process references run in this process."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import cpu_fsdp
 import distributed_worker as worker
 from dress.distributed import Runtime, current_runtime, engine_kind, launched, rank_micro_batches
 from dress.errors import DressError
@@ -25,18 +28,16 @@ LAUNCH_ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PO
                    "ACCELERATE_USE_DEEPSPEED")
 
 
-class TwoProcesses:
-    """``torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py OUT``, waited on demand."""
+class Launch:
+    """``torchrun --standalone --nproc_per_node N tests/distributed_worker.py OUT MODE``, waited on demand."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, mode: str, processes: int = 2, env: dict[str, str] | None = None):
         self.out = out
-        save_tiny(out / "tiny", "llama")
-        write_corpus(out / "corpus.txt")
-        env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
-        env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                   str(Path(worker.__file__)), str(out)]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        clean = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
+        clean.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   str(Path(worker.__file__)), str(out), mode]
+        self.process = subprocess.Popen(command, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: str | None = None
 
     def wait(self) -> Path:
@@ -45,14 +46,52 @@ class TwoProcesses:
         assert self.process.returncode == 0, self.output[-4000:]
         return self.out
 
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _launch_folder(tmp_path_factory, name: str) -> Path:
+    out = tmp_path_factory.mktemp(name)
+    save_tiny(out / "tiny", "llama")
+    write_corpus(out / "corpus.txt")
+    return out
+
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    launch = TwoProcesses(tmp_path_factory.mktemp("two_processes"))
+    launch = Launch(_launch_folder(tmp_path_factory, "two_processes"), "ddp")
     yield launch
-    if launch.process.poll() is None:
-        launch.process.kill()
-        launch.process.wait()
+    launch.kill()
+
+
+class ShardedLaunches:
+    """Two FSDP2 processes (regularization, an interrupted run, ``dress prune``), then one FSDP2
+    process resuming the two-process checkpoint: accelerate's sharded path end to end on CPU."""
+
+    def __init__(self, out: Path):
+        self.env = cpu_fsdp.fsdp_environment()
+        self.two = Launch(out, "fsdp", 2, self.env)
+        self.one: Launch | None = None
+
+    def wait(self) -> Path:
+        out = self.two.wait()
+        if self.one is None:
+            self.one = Launch(out, "fsdp-resume", 1, self.env)
+        return self.one.wait()
+
+    def kill(self) -> None:
+        for launch in (self.two, self.one):
+            if launch is not None:
+                launch.kill()
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    launches = ShardedLaunches(_launch_folder(tmp_path_factory, "fsdp_processes"))
+    yield launches
+    launches.kill()
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -98,6 +137,36 @@ def test_dress_prune_under_torchrun_matches_one_process_and_only_main_writes(two
         reference["evaluation"]["held_out"]["pruned"]["ppl"], rel=1e-4)
     assert not (out / "pruned.checkpoints").exists() and not list(out.glob(".pruned.partial-*"))
     assert two.output.count("dress prune: ") == 1  # one summary, from the main process
+
+
+@pytest.mark.parametrize("scenario", sorted(worker.SCENARIOS))
+def test_fsdp2_through_accelerate_regularizes_to_the_same_weights_as_one_process(sharded, scenario):
+    one = worker.run_regularize(**worker.SCENARIOS[scenario]).state_dict()
+    fsdp = torch.load(sharded.wait() / f"fsdp_{scenario}.pt", weights_only=True)
+    assert _max_diff(one, fsdp) < TOLERANCE
+
+
+def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
+    uninterrupted = worker.run_regularize(**worker.SCENARIOS["accum"]).state_dict()
+    out = sharded.wait()
+    assert (out / "fsdp_interrupted_at.txt").read_text() == "3"
+    assert (out / "fsdp_resumed_at.txt").read_text() == "3"
+    assert not (out / "fsdp_resume" / "state.pt").exists()  # sharded: no single-process checkpoint
+    resumed = torch.load(out / "fsdp_resumed.pt", weights_only=True)
+    assert _max_diff(uninterrupted, resumed) < TOLERANCE
+
+
+def test_dress_prune_under_fsdp2_matches_one_process(sharded, tmp_path):
+    from dress.cli import main
+
+    alone = tmp_path / "alone"
+    assert main(worker.cli_args(sharded.two.out / "tiny", sharded.two.out / "corpus.txt", alone)) == 0
+    out = sharded.wait()
+    assert [(out / f"fsdp_cli_rank{r}.txt").read_text() for r in (0, 1)] == ["0", "0"]
+    pruned = out / "fsdp_pruned"
+    assert _max_diff(load_file(alone / "model.safetensors"), load_file(pruned / "model.safetensors")) < TOLERANCE
+    record = json.loads((pruned / "dress.json").read_text())
+    assert record["launch"] == {"engine": "fsdp", "processes": 2}
 
 
 # -- in-process contracts (no launch) -----------------------------------------------------------
@@ -179,20 +248,6 @@ def test_the_memory_table_in_the_docs_is_the_computed_one():
     assert markdown_table() in (Path(__file__).parents[1] / "docs" / "scale.md").read_text()
 
 
-def _launch_environment(config_file: Path) -> dict[str, str]:
-    """The environment ``accelerate launch --config_file FILE`` gives each process (its own code)."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
-
-    args = launch_command_parser().parse_args(["--config_file", str(config_file), "-m", "dress", "prune"])
-    args, defaults, _ = _validate_launch_command(args)
-    if args.use_deepspeed:
-        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-        return prepare_deepspeed_cmd_env(args)[1]
-    env = prepare_multi_gpu_env(args) if args.use_fsdp or args.multi_gpu else {}
-    return {**env, "WORLD_SIZE": str(args.num_processes)}
-
-
 @pytest.mark.parametrize("name,engine", [
     ("1gpu.yaml", "local"), ("1gpu-fsdp-offload.yaml", "fsdp"), ("8gpu-ddp.yaml", "ddp"),
     ("8gpu-fsdp.yaml", "fsdp"), ("8gpu-zero3-offload.yaml", "deepspeed"),
@@ -201,7 +256,7 @@ def test_shipped_launch_configs_select_the_intended_engine(monkeypatch, name, en
     import dress
 
     config_file = Path(dress.__file__).parent / "configs" / "accelerate" / name
-    env = _launch_environment(config_file)
+    env = cpu_fsdp.launch_environment(config_file)
     for key in LAUNCH_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():

@@ -127,8 +127,8 @@ def current_runtime(device: str | None = None) -> Runtime:
     """The runtime of this process; the first call of a launched process joins the process group.
 
     ``device`` is the user's ``--device`` (``cpu`` forces the gloo backend on a GPU machine). Clear
-    errors: a DeepSpeed launch without DeepSpeed installed; FSDP/DeepSpeed on CPU (accelerate runs
-    them on GPUs only); FSDP1 (its flat parameters hide the tensor layout the proximal step needs);
+    errors: a DeepSpeed launch without DeepSpeed installed; FSDP/DeepSpeed on CPU
+    (:func:`require_gpus_for_sharding`); FSDP1 (its flat parameters hide the tensor layout the proximal step needs);
     FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but the main process, while
     dress keeps one full replica per process outside training).
     """
@@ -141,11 +141,8 @@ def current_runtime(device: str | None = None) -> Runtime:
             "install the optional extra: pip install 'dress-llm[deepspeed]' (or launch with an FSDP config)"
         )
     cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
-    if cpu and kind != "ddp":
-        raise DressError(
-            f"{kind.upper()} needs CUDA GPUs (accelerate shards only across GPUs); on CPU launch plain data "
-            "parallel: torchrun --nproc_per_node N -m dress prune ..."
-        )
+    if cpu:
+        require_gpus_for_sharding(kind)
     if kind == "fsdp" and os.environ.get("FSDP_VERSION", "1") != "2":
         raise DressError(
             "dress trains with FSDP2 only (per-parameter sharding, which the DReSS proximal step runs on); set "
@@ -160,6 +157,17 @@ def current_runtime(device: str | None = None) -> Runtime:
 
     state = PartialState(cpu=cpu)
     return Runtime(kind, state.process_index, state.num_processes, state.device)
+
+
+def require_gpus_for_sharding(kind: Engine) -> None:
+    """Refuse a sharded engine on CPU: accelerate builds FSDP and DeepSpeed only over GPUs (its state
+    falls back to plain CPU data parallel). The test suite lifts this gate, and accelerate's, to run
+    FSDP2 over gloo (tests/cpu_fsdp.py); users get the clear error."""
+    if kind in ("fsdp", "deepspeed"):
+        raise DressError(
+            f"{kind.upper()} needs CUDA GPUs (accelerate shards only across GPUs); on CPU launch plain data "
+            "parallel: torchrun --nproc_per_node N -m dress prune ..."
+        )
 
 
 def rank_micro_batches(step_indices: torch.Tensor, batch_size: int, rank: int, world: int) -> list[torch.Tensor]:
