@@ -55,18 +55,19 @@ def recover(
     """Train LoRA adapters on ``samples`` and merge them; returns the merged model. With
     ``config.mode == "full"`` every parameter is trained instead, with the same schedule.
     ``distill``: distil from the dense model as well (:mod:`dress.distill`)."""
-    if config.mode == "full":
+    full = config.mode == "full"
+    if full:
         for p in model.parameters():
             p.requires_grad_(True)
-        history = train(model, samples, _settings(config, seed, bf16, "recover (full)"), None, checkpoint_dir, resume,
-                        distill=distill)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model.eval(), history
-    peft_model = attach_lora(model, config)
-    history = train(peft_model, samples, _settings(config, seed, bf16, "recover (LoRA)"), None, checkpoint_dir, resume,
+    trained = model if full else attach_lora(model, config)
+    label = "recover (full)" if full else "recover (LoRA)"
+    history = train(trained, samples, _settings(config, seed, bf16, label), None, checkpoint_dir, resume,
                     distill=distill)
-    return merge_lora(peft_model), history
+    if not full:
+        return merge_lora(trained), history
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), history
 
 
 def attach_lora(model: nn.Module, config: RecoveryConfig) -> nn.Module:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,29 +23,30 @@ from dress.config import RegularizeConfig
 from dress.distill import Distillation
 from dress.proximal import ProximalPenalty
 from dress.regularize import channel_groups, group_scales, offsets_for, penalty, slice_mass
-from dress.training import TrainSettings, total_learning_rate, train
+from dress.training import TrainHistory, TrainSettings, total_learning_rate, train
 
 
 @dataclass
 class RegularizationReport:
+    """What a regularization run did: the training curves and how much of the removed groups survived."""
+
     preserved_ratio: float  # Σ|w| of the removed groups after ÷ before
     preserved_by_tensor: dict[str, float]  # Figure 3: per layer and matrix
-    lm_loss: list[float]
-    reg_loss: list[float]
-    seconds: float
-    distill_loss: list[float] = field(default_factory=list)  # empty without distillation
+    history: TrainHistory  # lm_loss, reg_loss (lam * R / R_0), distill_loss, lr
+    seconds: float  # the whole call, setup included
+
+    @property
+    def lm_loss(self) -> list[float]:
+        return self.history.lm_loss
+
+    @property
+    def reg_loss(self) -> list[float]:
+        return self.history.reg_loss
 
     def as_dict(self) -> dict:
-        out = {
-            "preserved_ratio": self.preserved_ratio,
-            "preserved_by_tensor": self.preserved_by_tensor,
-            "lm_loss": self.lm_loss,
-            "reg_loss": self.reg_loss,
-            "seconds": self.seconds,
-        }
-        if self.distill_loss:
-            out["distill_loss"] = self.distill_loss
-        return out
+        curves = {k: v for k, v in self.history.as_dict().items() if k not in ("lr", "seconds")}
+        return {"preserved_ratio": self.preserved_ratio, "preserved_by_tensor": self.preserved_by_tensor,
+                **curves, "seconds": self.seconds}
 
 
 def regularize(
@@ -105,5 +106,4 @@ def regularize(
     mass_after = slice_mass(watched, watched_offsets)
     by_tensor = {name: mass_after[name] / max(mass_before[name], 1e-30) for name in mass_before}
     ratio = sum(mass_after.values()) / max(sum(mass_before.values()), 1e-30)
-    return RegularizationReport(ratio, by_tensor, history.lm_loss, history.reg_loss, time.perf_counter() - t0,
-                                history.distill_loss)
+    return RegularizationReport(ratio, by_tensor, history, time.perf_counter() - t0)
