@@ -100,10 +100,11 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.parametrize("scenario", sorted(worker.SCENARIOS))
-def test_two_processes_regularize_to_the_same_weights_as_one(two, scenario):
+@pytest.mark.parametrize("launch,prefix", [("two", ""), ("sharded", "fsdp_")], ids=["ddp", "fsdp2"])
+def test_two_processes_regularize_to_the_same_weights_as_one(request, launch, prefix, scenario):
     one = worker.run_regularize(**worker.SCENARIOS[scenario]).state_dict()
-    two_state = torch.load(two.wait() / f"{scenario}.pt", weights_only=True)
-    assert _max_diff(one, two_state) < TOLERANCE
+    out = request.getfixturevalue(launch).wait()
+    assert _max_diff(one, torch.load(out / f"{prefix}{scenario}.pt", weights_only=True)) < TOLERANCE
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(two):
@@ -137,13 +138,6 @@ def test_dress_prune_under_torchrun_matches_one_process_and_only_main_writes(two
         reference["evaluation"]["held_out"]["pruned"]["ppl"], rel=1e-4)
     assert not (out / "pruned.checkpoints").exists() and not list(out.glob(".pruned.partial-*"))
     assert two.output.count("dress prune: ") == 1  # one summary, from the main process
-
-
-@pytest.mark.parametrize("scenario", sorted(worker.SCENARIOS))
-def test_fsdp2_through_accelerate_regularizes_to_the_same_weights_as_one_process(sharded, scenario):
-    one = worker.run_regularize(**worker.SCENARIOS[scenario]).state_dict()
-    fsdp = torch.load(sharded.wait() / f"fsdp_{scenario}.pt", weights_only=True)
-    assert _max_diff(one, fsdp) < TOLERANCE
 
 
 def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
