@@ -23,7 +23,7 @@ parallelism, dress never writes its own:
   LoRA merge, evaluation, saving) sees a plain model changed in place, as in one process.
   Checkpoints are ``accelerator.save_state`` (sharded; FSDP's distributed checkpoint reshards on
   load, so a different number of processes may resume; DeepSpeed needs the same number) plus
-  ``progress.json``.
+  ``progress.json``. The FSDP2 path runs in the test suite on CPU (tests/cpu_fsdp.py).
 """
 
 from __future__ import annotations
