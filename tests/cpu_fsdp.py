@@ -17,7 +17,8 @@ from pathlib import Path
 
 import dress
 
-FSDP_CONFIG = Path(dress.__file__).parent / "configs" / "accelerate" / "8gpu-fsdp.yaml"
+SHIPPED_CONFIGS = Path(dress.__file__).parent / "configs" / "accelerate"
+FSDP_CONFIG = SHIPPED_CONFIGS / "8gpu-fsdp.yaml"
 
 
 def launch_environment(config_file: Path) -> dict[str, str]:

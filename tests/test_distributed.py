@@ -247,10 +247,7 @@ def test_the_memory_table_in_the_docs_is_the_computed_one():
     ("8gpu-fsdp.yaml", "fsdp"), ("8gpu-zero3-offload.yaml", "deepspeed"),
 ])
 def test_shipped_launch_configs_select_the_intended_engine(monkeypatch, name, engine):
-    import dress
-
-    config_file = Path(dress.__file__).parent / "configs" / "accelerate" / name
-    env = cpu_fsdp.launch_environment(config_file)
+    env = cpu_fsdp.launch_environment(cpu_fsdp.SHIPPED_CONFIGS / name)
     for key in LAUNCH_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():

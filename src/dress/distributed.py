@@ -128,8 +128,8 @@ def current_runtime(device: str | None = None) -> Runtime:
 
     ``device`` is the user's ``--device`` (``cpu`` forces the gloo backend on a GPU machine). Clear
     errors: a DeepSpeed launch without DeepSpeed installed; FSDP/DeepSpeed on CPU
-    (:func:`require_gpus_for_sharding`); FSDP1 (its flat parameters hide the tensor layout the proximal step needs);
-    FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but the main process, while
+    (:func:`require_gpus_for_sharding`); FSDP1 (its flat parameters hide the tensor layout the
+    proximal step needs); FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but the main process, while
     dress keeps one full replica per process outside training).
     """
     kind = engine_kind()

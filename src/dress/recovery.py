@@ -55,19 +55,25 @@ def recover(
     """Train LoRA adapters on ``samples`` and merge them; returns the merged model. With
     ``config.mode == "full"`` every parameter is trained instead, with the same schedule.
     ``distill``: distil from the dense model as well (:mod:`dress.distill`)."""
-    full = config.mode == "full"
-    if full:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    trained = model if full else attach_lora(model, config)
-    label = "recover (full)" if full else "recover (LoRA)"
+    if config.mode == "full":
+        trained, label, finish = _unfrozen(model), "recover (full)", _frozen
+    else:
+        trained, label, finish = attach_lora(model, config), "recover (LoRA)", merge_lora
     history = train(trained, samples, _settings(config, seed, bf16, label), None, checkpoint_dir, resume,
                     distill=distill)
-    if not full:
-        return merge_lora(trained), history
+    return finish(trained), history
+
+
+def _unfrozen(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), history
+    return model.eval()
 
 
 def attach_lora(model: nn.Module, config: RecoveryConfig) -> nn.Module:
