@@ -41,6 +41,23 @@ def test_direct_prune_writes_a_stock_checkpoint_and_record(tiny, tmp_path, capsy
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
+def test_outputs_get_the_permissions_of_ordinary_files(tiny, tmp_path):
+    """Written through temporary files (0600/0700), outputs must still be readable by the group."""
+    import os
+    import stat
+
+    model_dir, corpus = tiny
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval") == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "dress.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o644
+
+
 def test_dress_prune_end_to_end_reports_everything(tiny, tmp_path):
     model_dir, corpus = tiny
     out = tmp_path / "out"

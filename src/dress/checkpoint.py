@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dress.errors import DressError
-from dress.record import read_record, write_record
+from dress.record import give_default_permissions, read_record, write_record
 
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
@@ -44,6 +44,7 @@ def atomic_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    give_default_permissions(tmp)
     try:
         yield tmp
     except BaseException:

@@ -1,7 +1,8 @@
 """The ``dress`` command. Each subcommand lives in :mod:`dress.commands` as a module with
 ``add_parser(subparsers)`` (declares its options) and ``run(args) -> int``.
 
-A :class:`~dress.errors.DressError` becomes ``error: ...`` on stderr and exit status 2.
+A :class:`~dress.errors.DressError` becomes ``error: ...`` on stderr and exit status 2; Ctrl-C
+becomes exit status 130 and the module's ``ON_INTERRUPT`` hint (how to continue), if it has one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMANDS.values():
         module = importlib.import_module(f"dress.commands.{module_name}")
         sub = module.add_parser(subparsers)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _on_interrupt=getattr(module, "ON_INTERRUPT", ""))
     return parser
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; partial outputs were not moved into place", file=sys.stderr)
+        print("interrupted; partial outputs were not moved into place" + args._on_interrupt, file=sys.stderr)
         return 130
 
 

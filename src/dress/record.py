@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,32 @@ def read_record(model_dir: str | Path) -> dict[str, Any] | None:
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write JSON to ``path`` via a temporary file in the same folder and a rename."""
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` a temporary file beside ``path`` (same suffix, so writers that pick the format
+    from it work), then rename it onto ``path``: a reader sees the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=_jsonable)
-            handle.write("\n")
+        write(Path(tmp))
+        give_default_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def give_default_permissions(path: Path) -> None:
+    """``tempfile`` creates files 0600 and folders 0700; give ``path`` the mode a plain ``open`` or
+    ``mkdir`` would have (0666 / 0777 minus the umask), so outputs are as shareable as any other file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def write_record(model_dir: str | Path, record: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from dress.errors import DressError
 
+ON_INTERRUPT = "; rerun the same command to continue (finished entries are kept)"
+
 # prune options that compare owns itself or that make no sense for a comparison
 _NOT_SHARED = {"help", "model", "out", "overwrite", "resume", "config", "method", "ratio"}
 

@@ -18,6 +18,8 @@ from typing import get_args
 from dress.config import Method, PruneConfig
 from dress.errors import DressError
 
+ON_INTERRUPT = "; rerun with --resume to continue from the last checkpoint in <out>.checkpoints/"
+
 # option dest -> dotted PruneConfig field
 _FIELDS = {
     "model": "model", "method": "method", "ratio": "ratio", "selection": "selection", "device": "device",

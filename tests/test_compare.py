@@ -1,0 +1,129 @@
+"""`dress compare` end to end on a tiny model: one draw and one evaluation for every method, the
+table/JSON/plots, resume after an interruption, and refusals before any work starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dress.pipeline
+from dress.cli import main
+from dress.compare_report import preserved_caption, preserved_grid
+from tiny_models import save_tiny, write_corpus
+
+FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
+        "--eval-tokens", "256", "--device", "cpu", "--lam", "2"]
+
+PRUNE_PREPARED = dress.pipeline.prune_prepared
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return save_tiny(tmp_path / "tiny", "llama"), write_corpus(tmp_path / "corpus.txt")
+
+
+def compare(model, corpus, out, *extra):
+    return main(["compare", str(model), "--out", str(out), "--calib", str(corpus), "--eval-source", str(corpus),
+                 "--ratios", "0.25", *FAST, *extra])
+
+
+def count_prunes(monkeypatch, fail_on: str | None = None) -> list[str]:
+    """Record every entry that really runs (by its method); raise on ``fail_on`` to simulate a crash."""
+    calls: list[str] = []
+
+    def counting(config, *args, **kwargs):
+        calls.append(config.method)
+        if config.method == fail_on:
+            raise KeyboardInterrupt
+        return PRUNE_PREPARED(config, *args, **kwargs)
+
+    monkeypatch.setattr(dress.pipeline, "prune_prepared", counting)
+    return calls
+
+
+def test_compare_runs_two_methods_on_one_draw_and_writes_table_json_and_plots(tiny, tmp_path, capsys):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[dress compare] calibration:") == 1  # one draw, shared by both methods
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["order"] == ["direct@0.25", "dress@0.25"]
+    dense, entries = results["dense"], results["entries"]
+    assert dense["ppl"] > 0
+    for key, method in (("direct@0.25", "direct"), ("dress@0.25", "dress")):
+        entry = entries[key]
+        assert entry["method"] == method and entry["ppl"] > 0
+        assert entry["params"] < entry["params_dense"] == dense["params"]
+        held = entry["record"]["evaluation"]["held_out"]
+        assert held["pruned"]["n_tokens_scored"] == dense["eval"]["n_tokens_scored"] > 0  # one evaluation for all
+    assert entries["dress@0.25"]["preserved_ratio"] <= 0.02 and entries["direct@0.25"]["preserved_ratio"] is None
+
+    table = (out / "results.md").read_text()
+    assert table.splitlines()[0].startswith("| Method")
+    assert all(row in table for row in ("| Dense", "| direct", "| dress"))
+    assert (out / "ppl_vs_ratio.png").stat().st_size > 0
+    assert (out / "heatmap_dress@0.25.png").stat().st_size > 0  # only regularized entries get one
+    assert not (out / "heatmap_direct@0.25.png").exists()
+
+
+def test_compare_resumes_after_an_interruption_and_skips_finished_entries(tiny, tmp_path, monkeypatch, capsys):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    calls = count_prunes(monkeypatch, fail_on="dress")
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 130  # Ctrl-C during the 2nd entry
+    assert "rerun the same command to continue" in capsys.readouterr().err
+    assert calls == ["direct", "dress"]
+    assert list(json.loads((out / "results.json").read_text())["entries"]) == ["direct@0.25"]
+
+    calls = count_prunes(monkeypatch)
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
+    assert calls == ["dress"]  # the finished entry is not recomputed
+    assert "2 entries, 1 already done" in capsys.readouterr().out
+    finished = json.loads((out / "results.json").read_text())["entries"]
+    assert set(finished) == {"direct@0.25", "dress@0.25"}
+
+    calls = count_prunes(monkeypatch)
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
+    assert calls == []
+    assert json.loads((out / "results.json").read_text())["entries"] == finished
+
+    calls = count_prunes(monkeypatch)  # a changed setting changes the fingerprint: that entry reruns
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress", "--set", "regularize.lam=3") == 0
+    assert sorted(calls) == ["direct", "dress"]  # the base config is part of every entry's fingerprint
+
+
+def test_unknown_method_is_refused_before_any_work(tiny, tmp_path, capsys):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "dress,magic") == 2
+    err = capsys.readouterr().err
+    assert "magic" in err and "slicegpt" in err
+    assert not out.exists()
+
+
+def test_sweep_makes_one_entry_per_value(tiny, tmp_path):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "dress", "--set", "regularize.lam=1,3",
+                   "--no-rft") == 0
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert list(entries) == ["dress@0.25[regularize.lam=1]", "dress@0.25[regularize.lam=3]"]
+    lams = [e["record"]["config"]["regularize"]["lam"] for e in entries.values()]
+    assert lams == [1, 3]
+
+
+def test_heatmap_caption_names_the_largest_cell_and_the_tensors_outside_the_layers():
+    by_tensor = {
+        "model.embed_tokens.weight": 0.0,
+        "model.layers.0.self_attn.q_proj.weight": 0.01,
+        "model.layers.1.mlp.down_proj.weight": 0.25,
+        "model.layers.1.self_attn.q_proj.weight": 0.0,
+        "model.norm.weight": 0.5,
+    }
+    layers, matrices, grid = preserved_grid(by_tensor)
+    assert layers == [0, 1] and matrices == ["q_proj", "down_proj"]
+    assert grid[0][1] != grid[0][1]  # NaN: layer 0 has no down_proj entry
+    assert preserved_caption(by_tensor) == "largest 0.2500 (layer 1 down_proj); embed_tokens 0.0000; norm 0.5000"
