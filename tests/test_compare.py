@@ -64,6 +64,7 @@ def test_compare_runs_two_methods_on_one_draw_and_writes_table_json_and_plots(ti
     table = (out / "results.md").read_text()
     assert table.splitlines()[0].startswith("| Method")
     assert all(row in table for row in ("| Dense", "| direct", "| dress"))
+    assert "one draw shared by all methods" in table
     assert (out / "ppl_vs_ratio.png").stat().st_size > 0
     assert (out / "heatmap_dress@0.25.png").stat().st_size > 0  # only regularized entries get one
     assert not (out / "heatmap_direct@0.25.png").exists()
@@ -127,3 +128,13 @@ def test_heatmap_caption_names_the_largest_cell_and_the_tensors_outside_the_laye
     assert layers == [0, 1] and matrices == ["q_proj", "down_proj"]
     assert grid[0][1] != grid[0][1]  # NaN: layer 0 has no down_proj entry
     assert preserved_caption(by_tensor) == "largest 0.2500 (layer 1 down_proj); embed_tokens 0.0000; norm 0.5000"
+
+
+def test_rows_on_different_draws_are_reported_as_such(tiny, tmp_path, capsys):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "direct", "--set", "data.seed=0,1", "--no-rft") == 0
+    assert capsys.readouterr().out.count("[dress compare] calibration:") == 2  # one draw per data block
+    table = (out / "results.md").read_text()
+    assert "2 draws" in table and "(seed 0)" in table and "(seed 1)" in table
+    assert "one draw shared" not in table

@@ -135,14 +135,26 @@ def _protocol(results: dict, entries: list[dict]) -> str:
         parts.append(f"PPL: held-out {source or 'text'}, context {ev.get('seq_len')}, {ev.get('n_tokens_scored')} "
                      f"tokens scored ({ev.get('n_windows')} windows), same for every row.")
     if entries:
-        data = entries[0]["record"]["config"]["data"]
-        parts.append(f"Calibration: {data['samples']} x {data['seq_len']} tokens from {data['calib']!r} "
-                     f"(seed {data['seed']}), one draw shared by all methods.")
+        parts.append(_calibration_sentence(entries))
     if results.get("spec", {}).get("zeroshot", {}).get("enabled"):
         zs = results["spec"]["zeroshot"]
         parts.append(f"Zero-shot: lm-eval accuracy (acc, %), limit {zs.get('limit')} items per task.")
     parts.append("Params include every added matrix (SliceGPT's shortcuts).")
     return " ".join(parts)
+
+
+def _calibration_sentence(entries: list[dict]) -> str:
+    """Names every calibration draw the rows used; one sentence claims sharing only when it is true."""
+    draws = []
+    for e in entries:
+        data = e["record"]["config"]["data"]
+        draw = f"{data['samples']} x {data['seq_len']} tokens from {data['calib']!r} (seed {data['seed']})"
+        if draw not in draws:
+            draws.append(draw)
+    if len(draws) == 1:
+        return f"Calibration: {draws[0]}, one draw shared by all methods."
+    return (f"Calibration: {len(draws)} draws, " + "; ".join(draws)
+            + "; rows with the same data settings share one draw.")
 
 
 # ---- figures -------------------------------------------------------------------------------
