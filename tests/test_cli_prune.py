@@ -120,6 +120,17 @@ def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in err and "smollm2-135m" in err
 
 
+@pytest.mark.parametrize("flag", ["--calib", "--eval-source"])
+def test_missing_text_file_fails_before_the_model_loads(tiny, tmp_path, capsys, flag):
+    model_dir, corpus = tiny
+    out = tmp_path / "out"
+    assert prune(model_dir, corpus, out, "--method", "dress", flag, str(tmp_path / "typo.txt")) == 2
+    captured = capsys.readouterr()
+    assert "typo.txt does not exist" in captured.err
+    assert "load model" not in captured.out
+    assert not out.exists()
+
+
 def test_unsupported_architecture_is_a_clear_error(tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 

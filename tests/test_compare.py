@@ -105,6 +105,14 @@ def test_unknown_method_is_refused_before_any_work(tiny, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_missing_calibration_file_is_refused_before_any_work(tiny, tmp_path, capsys):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress", "--calib", str(tmp_path / "typo.txt")) == 2
+    assert "typo.txt does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_sweep_makes_one_entry_per_value(tiny, tmp_path):
     model_dir, corpus = tiny
     out = tmp_path / "cmp"

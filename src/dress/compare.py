@@ -207,9 +207,12 @@ def fingerprint(obj: Any) -> str:
 def run_compare(spec: CompareConfig, out: Path, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
     from dress.compare_report import write_outputs
+    from dress.data import check_text_source
     from dress.pipeline import StageClock, prepare, prune_prepared
 
     entries = plan(spec)
+    for calib in sorted({entry.config.data.calib for entry in entries}):
+        check_text_source(calib)  # a typo fails now, not after the dense model is evaluated
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = _load_results(out / RESULTS_JSON)

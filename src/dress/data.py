@@ -328,8 +328,6 @@ def _read_jsonl(path: Path) -> list[str]:
 
 
 def _load_local(path: Path, holdout: bool) -> TextSource:
-    if not path.is_file():
-        raise DressError(f"text file {path} does not exist")
     documents = _read_txt(path) if path.suffix == ".txt" else _read_jsonl(path)
     documents = [doc for doc in documents if doc.strip()]
     if not documents:
@@ -356,23 +354,34 @@ def available_sources() -> dict[str, str]:
     return named
 
 
+def check_text_source(source: str) -> None:
+    """Raise :class:`DressError` now, before any model is loaded, for a source that cannot work:
+    an unknown name or a local file that does not exist. Reads nothing; hub sources are checked
+    when they are loaded (a cached copy works offline)."""
+    if source in BUNDLED_TEXT or source in HUB_TEXT:
+        return
+    path = Path(source).expanduser()
+    if path.suffix not in LOCAL_SUFFIXES:
+        raise DressError(
+            f"unknown text source {source!r}; use one of {', '.join(available_sources())} "
+            f"or a path to a {' or '.join(LOCAL_SUFFIXES)} file"
+        )
+    if not path.is_file():
+        raise DressError(f"text file {path} does not exist")
+
+
 def load_text(source: str, *, holdout: bool = False) -> TextSource:
     """Documents of ``source``: a bundled name, a hub name, or a local ``.txt``/``.jsonl`` path.
 
     Names win over files of the same name. ``holdout`` only affects local files (see the module
     docstring). Raises :class:`DressError` for unknown names, missing files or an offline hub.
     """
+    check_text_source(source)
     if source in BUNDLED_TEXT:
         return _load_bundled(source)
     if source in HUB_TEXT:
         return _load_hub(source)
-    path = Path(source).expanduser()
-    if path.suffix in LOCAL_SUFFIXES:
-        return _load_local(path, holdout)
-    raise DressError(
-        f"unknown text source {source!r}; use one of {', '.join(available_sources())} "
-        f"or a path to a {' or '.join(LOCAL_SUFFIXES)} file"
-    )
+    return _load_local(Path(source).expanduser(), holdout)
 
 
 def _as_source(source: str | TextSource) -> TextSource:

@@ -105,7 +105,7 @@ def prepare(
     every method given the same data block sees the same windows. Under a launcher every process
     loads and draws (the main process first, so downloads land once in the shared cache); only the
     main process evaluates."""
-    from dress.data import calibration_samples, evaluation_text, parse_split, split_samples
+    from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples
     from dress.evaluation.perplexity import tokenize_once
 
     runtime = runtime or Runtime()
@@ -113,6 +113,16 @@ def prepare(
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
     clock = clock or StageClock(device)
     torch.manual_seed(config.seed)
+    wants_data = method_needs_data(config) if need_data is None else need_data
+    wants_eval = config.evaluate.enabled and runtime.is_main
+
+    # The texts are read before the model, so a typo, a missing file or an offline hub fails in
+    # seconds rather than after a 7B model has loaded.
+    calib_text = eval_text = None
+    if wants_data or wants_eval:
+        with clock.stage("read text", log), runtime.main_first():
+            calib_text = load_text(config.data.calib) if wants_data else None
+            eval_text = evaluation_text(config.evaluate.source) if wants_eval else None
 
     with clock.stage("load model", log), runtime.main_first():
         loaded = load_model(config.model)
@@ -120,10 +130,10 @@ def prepare(
         adapter = adapter_for(model)
 
     reg_part = rec_part = None
-    if method_needs_data(config) if need_data is None else need_data:
-        with clock.stage("calibration data", log), runtime.main_first():
+    if wants_data:
+        with clock.stage("calibration data", log):
             samples = calibration_samples(
-                tokenizer, config.data.calib, config.data.samples, config.data.seq_len, config.data.seed
+                tokenizer, calib_text, config.data.samples, config.data.seq_len, config.data.seed
             )
             reg_part, rec_part = split_samples(samples, parse_split(config.data.split))
         log(f"[dress] calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r}, "
@@ -131,8 +141,8 @@ def prepare(
 
     eval_ids = None
     evaluation: dict = {}
-    if config.evaluate.enabled and runtime.is_main:
-        eval_ids = tokenize_once(tokenizer, evaluation_text(config.evaluate.source))
+    if wants_eval:
+        eval_ids = tokenize_once(tokenizer, eval_text)
         with clock.stage("evaluate dense", log):
             evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
     return Prepared(model, tokenizer, loaded.source, adapter.stock_after_prune, parameter_count(model),
