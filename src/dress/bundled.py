@@ -198,6 +198,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     del gguf_model
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    from dress.tokenizers_compat import make_portable
+
+    make_portable(out_dir)  # transformers 4 can read it too
 
 
 def _write_provenance(folder: Path, entry: BundledModel, gguf_path: Path) -> None:

@@ -64,7 +64,10 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
     with atomic_output_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
+            from dress.tokenizers_compat import make_portable
+
             tokenizer.save_pretrained(tmp)
+            make_portable(tmp)  # readable by transformers 4 too (llama.cpp's converter, older stacks)
         write_record(tmp, record)
     return Path(out)
 

@@ -125,6 +125,12 @@ class PruneConfig(_Strict):
     method: Method = "dress"
     ratio: float = Field(0.25, gt=0.0, lt=1.0)
     selection: Literal["last", "activation", "weight"] = "activation"
+    width_multiple: int = Field(
+        32, ge=1,
+        description="width methods keep a hidden width that is a multiple of this where one is near the ratio "
+        "(llama.cpp quantizes only rows that are a multiple of 32); 1 keeps the exact ratio (rounded to the "
+        "head count). Where the head count rules it out, `dress export` pads with zero channels.",
+    )
     data: DataConfig = DataConfig()
     regularize: RegularizeConfig = RegularizeConfig()
     recovery: RecoveryConfig = RecoveryConfig()

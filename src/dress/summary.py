@@ -9,6 +9,16 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
+def _width_note(width: dict | None) -> str:
+    """Effective ratio, and the zero-padded width `dress export` gives runtimes (dress.pruning.widths)."""
+    if not width:
+        return ""
+    note = f"  (effective ratio {width['effective_ratio']:.3f}"
+    if not width["aligned"]:
+        note += f"; `dress export` pads to {width['runtime_width']} for llama.cpp"
+    return note + ")"
+
+
 def prune_summary(record: dict, out: Path) -> str:
     p = record["parameters"]
     h = record.get("hidden_size")
@@ -18,7 +28,7 @@ def prune_summary(record: dict, out: Path) -> str:
         f"  parameters   {_fmt_params(p['before'])} -> {_fmt_params(p['after'])}  ({1 - p['after'] / p['before']:.1%} fewer)",
     ]
     if h:
-        lines.append(f"  hidden width {h['before']} -> {h['after']}")
+        lines.append(f"  hidden width {h['before']} -> {h['after']}{_width_note(record.get('width'))}")
     if "layers" in record:
         layers = record["layers"]
         lines.append(f"  layers       {layers['before']} -> {layers['after']}  (removed {record.get('layers_removed')})")

@@ -23,6 +23,7 @@ ON_INTERRUPT = "; rerun with --resume to continue from the last checkpoint in <o
 # option dest -> dotted PruneConfig field
 _FIELDS = {
     "model": "model", "method": "method", "ratio": "ratio", "selection": "selection", "device": "device",
+    "width_multiple": "width_multiple",
     "seed": "seed", "bf16": "bf16",
     "calib": "data.calib", "samples": "data.samples", "seq_len": "data.seq_len", "split": "data.split",
     "data_seed": "data.seed",
@@ -63,6 +64,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--ratio", type=float, help="fraction to remove (default 0.25): of the hidden width (width methods), "
       "or of the parameters, in whole layers (sleb, shortgpt, trsp)")
     a("--selection", choices=["last", "activation", "weight"], help="which channels (default activation)")
+    a("--width-multiple", type=int, metavar="N",
+      help=PruneConfig.model_fields["width_multiple"].description + " (default 32)")
     g = p.add_argument_group("calibration data")
     g.add_argument("--calib", help="wiki|books (bundled), wikitext2|ptb|c4|alpaca (hub), or a .txt/.jsonl file")
     g.add_argument("--samples", type=int, help="number of calibration windows")

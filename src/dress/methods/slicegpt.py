@@ -39,7 +39,7 @@ from torch import nn
 from dress.adapters import Adapter, adapter_for
 from dress.errors import DressError
 from dress.methods import MethodOutcome, PruneContext
-from dress.pruning.hidden import pruned_width
+from dress.pruning.hidden import width_choice
 from dress.pruning.rotate import (
     StreamNorm,
     add_zero_bias,
@@ -75,9 +75,10 @@ def slicegpt(ctx: PruneContext) -> MethodOutcome:
     check_supported(model, adapter)
     if ctx.reg_part is None or ctx.reg_part.shape[0] == 0:
         raise DressError("--method slicegpt needs calibration windows (its regularization part is empty; check --split)")
-    k, note = pruned_width(model.config, config.ratio, adapter)
-    if note:
-        log(f"[dress] {note}")
+    choice = width_choice(model.config, config.ratio, adapter, config.width_multiple)
+    k = choice.width
+    if choice.note:
+        log(f"[dress] {choice.note}")
     loss_before = ctx.held_out_loss(model) if ctx.held_out_loss else None
     with ctx.clock.stage("fold norms, rotate and slice (PCA)", log):
         result = slice_model(model, ctx.reg_part, k, batch_size=config.evaluate.batch_size, bf16=ctx.bf16)
@@ -88,7 +89,7 @@ def slicegpt(ctx: PruneContext) -> MethodOutcome:
         loss_after = ctx.held_out_loss(model)
         report["prune_gap_nats"] = loss_after - loss_before
         log(f"[dress] prune gap: {loss_after - loss_before:+.4f} nats (held-out loss {loss_before:.4f} -> {loss_after:.4f})")
-    return MethodOutcome(model, report, result.record)
+    return MethodOutcome(model, report, {**result.record, "width": choice.as_record()})
 
 
 @dataclass

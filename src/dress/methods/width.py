@@ -6,7 +6,7 @@ from __future__ import annotations
 from dress.adapters import adapter_for
 from dress.methods import MethodOutcome, PruneContext
 from dress.pruning.channels import select_channels
-from dress.pruning.hidden import pruned_width, remove_hidden_channels
+from dress.pruning.hidden import remove_hidden_channels, width_choice
 
 
 def direct(ctx: PruneContext) -> MethodOutcome:
@@ -26,9 +26,10 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     model, config, log = ctx.model, ctx.config, ctx.log
     adapter = adapter_for(model)
     d = adapter.hidden_size(model)
-    d_new, note = pruned_width(model.config, config.ratio, adapter)
-    if note:
-        log(f"[dress] {note}")
+    choice = width_choice(model.config, config.ratio, adapter, config.width_multiple)
+    d_new = choice.width
+    if choice.note:
+        log(f"[dress] {choice.note}")
     with ctx.clock.stage("select channels", log):
         removed = select_channels(model, d - d_new, config.selection, ctx.scoring_windows())
         removed = ctx.runtime.broadcast(removed)  # every process removes the main process's choice
@@ -57,6 +58,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
             f"(held-out loss {loss_before:.4f} -> {loss_after:.4f}; goal <= 0.05)")
     record = {
         "hidden_size": {"before": d, "after": d_new},
+        "width": choice.as_record(),
         "hidden_channels_removed": result.removed,
         "channel_selection": config.selection,
     }

@@ -21,6 +21,7 @@ from dress.adapters import Adapter, adapter_for, parameter_count
 from dress.errors import DressError
 from dress.pruning.norms import WidthPreservingLayerNorm, correct_rms_norm
 from dress.pruning.tensors import slice_embedding, slice_linear_in, slice_linear_out, slice_norm
+from dress.pruning.widths import DEFAULT_ALIGNMENT, WidthChoice, choose_width
 
 
 @dataclass
@@ -32,29 +33,17 @@ class HiddenPruneResult:
     params_after: int
 
 
-def pruned_width(config, ratio: float, adapter: Adapter) -> tuple[int, str | None]:
-    """Width ``d'`` left after removing ``ratio`` of ``hidden_size``, rounded to the nearest valid
-    width (a multiple of the head count). Returns ``(d', note)``; ``note`` explains any rounding.
-    """
-    if not 0.0 < ratio < 1.0:
-        raise DressError(f"--ratio must be strictly between 0 and 1 (got {ratio}); e.g. --ratio 0.25 removes 25%")
-    d = int(config.hidden_size)
-    multiple = adapter.width_multiple(config)
-    exact = d * (1.0 - ratio)
-    kept = int(round(exact / multiple)) * multiple
-    if kept <= 0 or kept >= d:
-        raise DressError(
-            f"--ratio {ratio} leaves no valid hidden width: {d} channels, widths must be a multiple of "
-            f"{multiple} (the attention head count) and strictly between 0 and {d}. Pick a ratio between "
-            f"{multiple / d:.3f} and {1 - multiple / d:.3f}."
-        )
-    note = None
-    if not math.isclose(kept, exact):
-        note = (
-            f"hidden width {exact:g} is not a multiple of {multiple} (heads); rounded to {kept} "
-            f"(removing {d - kept} of {d} channels, {(d - kept) / d:.1%})"
-        )
-    return kept, note
+def pruned_width(config, ratio: float, adapter: Adapter, alignment: int = DEFAULT_ALIGNMENT) -> tuple[int, str | None]:
+    """Width ``d'`` left after removing ``ratio`` of ``hidden_size`` (see :func:`width_choice`).
+    Returns ``(d', note)``; ``note`` explains any rounding or later padding."""
+    choice = width_choice(config, ratio, adapter, alignment)
+    return choice.width, choice.note
+
+
+def width_choice(config, ratio: float, adapter: Adapter, alignment: int = DEFAULT_ALIGNMENT) -> WidthChoice:
+    """The width to keep: a multiple of the head count (stock configs) and, where one is near the
+    asked ratio, of ``alignment`` (runtimes); :mod:`dress.pruning.widths` has the rule."""
+    return choose_width(int(config.hidden_size), ratio, adapter.width_multiple(config), alignment)
 
 
 def keep_indices(hidden_size: int, removed: Sequence[int]) -> torch.Tensor:
