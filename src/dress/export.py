@@ -93,9 +93,10 @@ def write_hf_folder(model, tokenizer, out: Path, note: dict) -> None:
 def export_model(
     spec: str | None, out: str | Path, *, alignment: int = DEFAULT_ALIGNMENT, gguf: bool = False,
     outtype: str = "f16", llama_cpp: str | Path | None = None, python: str | None = None, overwrite: bool = False,
-    log=print,
+    width: int | None = None, log=print,
 ) -> ExportResult:
-    """See the module docstring."""
+    """See the module docstring. ``width``: pad to exactly this width instead (a multiple of
+    ``alignment``, at least the model's; benchmarks use it to compare widths)."""
     import torch
 
     from dress.adapters import adapter_for
@@ -129,7 +130,10 @@ def export_model(
     model = loaded.model
     adapter = adapter_for(model)
     d = adapter.hidden_size(model)
-    width = round_up(d, alignment)
+    if width is None:
+        width = round_up(d, alignment)
+    elif width < d or width % alignment:
+        raise DressError(f"width {width} must be a multiple of {alignment} and at least the model's {d}")
     if width != d:
         pad_hidden_channels(model, width)
         log(f"[dress] hidden width {d} padded with {width - d} zero channels to {width} (a multiple of {alignment}; "
