@@ -53,8 +53,7 @@ def export(spec: str, folder: Path, width: int | None, python: str | None) -> Pa
 
     gguf = folder / "model-f16.gguf"
     if not gguf.is_file():
-        export_model(spec, folder, gguf=True, outtype="f16", python=python, width=width, overwrite=True,
-                     log=lambda m: print(m, flush=True))
+        export_model(spec, folder, gguf=True, outtype="f16", python=python, width=width, overwrite=True)
     return gguf
 
 
@@ -84,7 +83,7 @@ def torch_ppl(spec: str, text: str, ctx: int, chunks: int, add_bos: bool) -> flo
     """llama.cpp's perplexity protocol in transformers: the same tokens, windows and scored positions."""
     import torch
 
-    from dress.loading import load_model
+    from dress.io.loading import load_model
 
     loaded = load_model(spec)
     model, tok = loaded.model, loaded.tokenizer

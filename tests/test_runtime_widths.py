@@ -152,7 +152,7 @@ def test_export_gguf_without_converter_is_a_clear_error(tmp_path, monkeypatch, c
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     model_dir = save_tiny(tmp_path / "tiny", "llama")
-    assert main(["export", str(model_dir), "--out", str(tmp_path / "x"), "--gguf"]) == 2
+    assert main(["export", str(model_dir), "--out", str(tmp_path / "x"), "--gguf"]) == 1
     assert "convert_hf_to_gguf.py" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -160,7 +160,7 @@ def test_export_gguf_without_converter_is_a_clear_error(tmp_path, monkeypatch, c
 def test_export_refuses_models_only_dress_can_load(tmp_path, capsys):
     model_dir, corpus = save_tiny(tmp_path / "tiny", "opt"), write_corpus(tmp_path / "c.txt")
     assert _prune(model_dir, corpus, tmp_path / "p", "--ratio", "0.25") == 0
-    assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "x")]) == 1
     assert "no runtime" in capsys.readouterr().err
 
 
@@ -185,7 +185,7 @@ def test_f16_fallback_check_reads_gguf_rows(tmp_path):
 # ---- tokenizers transformers 4 can read ------------------------------------------------------------
 
 def _saved_tokenizer(tmp_path):
-    from dress.checkpoint import save_model
+    from dress.io.saving import save_model
 
     model = tiny_model("llama")
     tok = byte_tokenizer()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dress.errors import DressError
+from dress.logs import log
 from dress.pruning.widths import DEFAULT_ALIGNMENT, round_up
 
 GGUF_OUTTYPES = ("f16", "bf16", "f32", "q8_0")
@@ -63,7 +64,7 @@ def write_hf_folder(model, tokenizer, out: Path, note: dict) -> None:
     (a padded width need not be a multiple of the head count)."""
     from safetensors.torch import save_file
 
-    from dress.record import give_default_permissions
+    from dress.io.record import give_default_permissions
     from dress.tokenizers_compat import make_portable
 
     out.mkdir(parents=True, exist_ok=True)
@@ -93,17 +94,17 @@ def write_hf_folder(model, tokenizer, out: Path, note: dict) -> None:
 def export_model(
     spec: str | None, out: str | Path, *, alignment: int = DEFAULT_ALIGNMENT, gguf: bool = False,
     outtype: str = "f16", llama_cpp: str | Path | None = None, python: str | None = None, overwrite: bool = False,
-    width: int | None = None, log=print,
+    width: int | None = None,
 ) -> ExportResult:
     """See the module docstring. ``width``: pad to exactly this width instead (a multiple of
     ``alignment``, at least the model's; benchmarks use it to compare widths)."""
     import torch
 
     from dress.adapters import adapter_for
-    from dress.checkpoint import atomic_output_dir
-    from dress.loading import load_model, resolve_model_path
+    from dress.io.saving import atomic_output_dir
+    from dress.io.loading import load_model, resolve_model_path
     from dress.pruning.pad import pad_hidden_channels
-    from dress.record import read_record
+    from dress.io.record import read_record
 
     if alignment < 1:
         raise DressError(f"--align must be at least 1 (got {alignment})")
@@ -136,7 +137,7 @@ def export_model(
         raise DressError(f"width {width} must be a multiple of {alignment} and at least the model's {d}")
     if width != d:
         pad_hidden_channels(model, width)
-        log(f"[dress] hidden width {d} padded with {width - d} zero channels to {width} (a multiple of {alignment}; "
+        log.info(f"hidden width {d} padded with {width - d} zero channels to {width} (a multiple of {alignment}; "
             "exact: norm gains rescaled)")
     note = {
         "source": loaded.source,
@@ -153,21 +154,21 @@ def export_model(
         result = ExportResult(hf_dir=out / "hf", width_before=d, width=width)
         if converter is not None:
             name = f"model-{outtype}.gguf"
-            _convert(converter, python, tmp / "hf", tmp / name, outtype, log)
+            _convert(converter, python, tmp / "hf", tmp / name, outtype)
             result.gguf = out / name
             result.unquantizable = f16_fallback_tensors(tmp / name)
     if result.unquantizable:
-        log(f"[dress] warning: {len(result.unquantizable)} tensors have rows that are not a multiple of "
+        log.warning(f"{len(result.unquantizable)} tensors have rows that are not a multiple of "
             f"{QUANT_BLOCK}; llama-quantize will keep them in F16 (e.g. {result.unquantizable[0]})")
     return result
 
 
-def _convert(converter: Path, python: str | None, hf_dir: Path, outfile: Path, outtype: str, log) -> None:
+def _convert(converter: Path, python: str | None, hf_dir: Path, outfile: Path, outtype: str) -> None:
     """Run the converter with ``python`` (its own environment: llama.cpp pins transformers 4 and
     needs sentencepiece), else ``$LLAMA_CPP_PYTHON``, else this interpreter."""
     python = python or os.environ.get("LLAMA_CPP_PYTHON") or sys.executable
     cmd = [python, str(converter), str(hf_dir), "--outfile", str(outfile), "--outtype", outtype]
-    log(f"[dress] {' '.join(cmd)}")
+    log.info(" ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not outfile.is_file():
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
