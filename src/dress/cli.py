@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": "evaluate",
     "bench": "bench",
     "compare": "compare",
+    "plan": "plan",
 }
 
 

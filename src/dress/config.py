@@ -135,6 +135,12 @@ class PruneConfig(_Strict):
     device: str | None = None  # None: cuda if available, else cpu
     bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
     seed: int = 0
+    # issue 16 (see dress.memory_plan, dress.presets)
+    memory_check: bool = Field(True, description="check the memory plan before loading; refuse when it does not fit")
+    save_dtype: Literal["source", "fp32", "bf16", "fp16"] = Field(
+        "source", description="dtype of the saved model; source: the input checkpoint's dtype")
+    preset: Literal["cpu-demo", "paper"] | None = Field(
+        None, description="named protocol (dress.presets); None: cpu-demo, except paper for a non-bundled model on a GPU")
 
     @field_validator("ratio")
     @classmethod

@@ -35,6 +35,7 @@ from dress.distributed import Runtime, current_runtime
 from dress.errors import DressError
 from dress.loading import load_model
 from dress.methods import PruneContext, method_function, method_needs_data
+from dress.run_setup import out_of_memory_error, resolve_run, run_record
 from dress.training import clear_checkpoint
 
 PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
@@ -46,24 +47,25 @@ class StageClock:
     def __init__(self, device: torch.device):
         self.device = device
         self.stages: dict[str, dict[str, float]] = {}
+        self.current: str | None = None  # the stage running now (named in an out-of-memory error)
 
     @contextmanager
     def stage(self, name: str, log=print):
+        """Time the block and measure its own peak memory: on CUDA ``max_memory_allocated`` after
+        ``reset_peak_memory_stats`` (torch's allocations, without the CUDA context); on CPU the
+        process's RSS sampled by a background thread during the block (:mod:`dress.memory_meter`),
+        so each stage records the peak *within* it, not the process's maximum so far."""
+        from dress.memory_meter import StagePeak
+
         log(f"[dress] {name} ...")
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        self.current = name
         t0 = time.perf_counter()
-        yield
+        with StagePeak(self.device) as meter:
+            yield
         seconds = time.perf_counter() - t0
-        self.stages[name] = {"seconds": round(seconds, 2), "peak_memory_gib": round(self._peak_gib(), 3)}
+        self.stages[name] = {"seconds": round(seconds, 2), "peak_memory_gib": round(meter.peak / 2**30, 3)}
+        self.current = None
         log(f"[dress] {name}: {seconds:.1f} s")
-
-    def _peak_gib(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**30
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch.device:
@@ -166,7 +168,7 @@ def prune_prepared(
     clock = clock or StageClock(prepared.device)
     torch.manual_seed(config.seed)
     eval_ids, bf16 = prepared.eval_ids, prepared.bf16
-    distill = _distillation(config, model)
+    distill = _distillation(config, model, bf16)
     ctx = PruneContext(
         model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
         rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
@@ -216,14 +218,15 @@ def prune_prepared(
     return model, record
 
 
-def _distillation(config: PruneConfig, model):
-    """The dense teacher (a frozen copy of ``model`` before the method touches it) when
-    ``config.distill.weight > 0``, else None."""
+def _distillation(config: PruneConfig, model, bf16: bool = False):
+    """The dense teacher (a frozen copy of ``model`` before the method touches it, in bf16 under
+    ``--bf16``) when ``config.distill.weight > 0``, else None."""
     if config.distill.weight <= 0:
         return None
     from dress.distill import Distillation, frozen_teacher
 
-    return Distillation(frozen_teacher(model), config.distill.weight, config.distill.temperature)
+    teacher = frozen_teacher(model, torch.bfloat16 if bf16 else None)
+    return Distillation(teacher, config.distill.weight, config.distill.temperature)
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
@@ -234,12 +237,23 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         check_output_dir(out, overwrite)
     runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
-    clock = StageClock(resolve_device(config, runtime))
-    prepared = prepare(config, log, clock, runtime=runtime)
-    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
+    device = resolve_device(config, runtime)
+    config, planned = resolve_run(config, device, runtime, log)  # issue 16: preset, batch, memory plan
+    clock = StageClock(device)
+    try:
+        prepared = prepare(config, log, clock, runtime=runtime)
+        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
+    except torch.OutOfMemoryError as err:
+        raise out_of_memory_error(err, clock.current, config, device, runtime, work_dir) from None
+    record.update(run_record(config, planned))
     if runtime.is_main:
-        model = model.to("cpu")
+        from dress.run_setup import finish_record, save_dtype
+
+        dtype = save_dtype(config)
+        model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
+        record["saved_dtype"] = str(dtype).removeprefix("torch.")
         save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
+        finish_record(record, out, config)
         clear_checkpoint(work_dir)
     runtime.barrier()  # the output is complete when any process returns
     return record

@@ -40,6 +40,7 @@ _FIELDS = {
     "trsp_train1": "trsp.train1", "trsp_lr": "trsp.lr", "trsp_gate_lr": "trsp.gate_lr",
     "trsp_batch_size": "trsp.batch_size", "trsp_grad_accum": "trsp.grad_accum",
     "distill": "distill.weight", "distill_temperature": "distill.temperature",
+    "memory_check": "memory_check", "save_dtype": "save_dtype", "preset": "preset",
 }
 
 
@@ -51,11 +52,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "MODEL is a bundled name (smollm2-135m, gemma3-270m), a local folder or a hub id; "
         "omitted, the bundled smollm2-135m. Defaults finish on a 2-core CPU; see docs/ for paper scale.",
     )
+    p.add_argument("model", nargs="?", help="model to prune (default: bundled smollm2-135m)")
+    p.add_argument("--out", required=True, type=Path, help="output folder for the pruned model")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/")
+    add_prune_options(p)
+    return p
+
+
+def add_prune_options(p: argparse.ArgumentParser) -> None:
+    """Every PruneConfig option (shared with ``dress plan``)."""
     a = p.add_argument
-    a("model", nargs="?", help="model to prune (default: bundled smollm2-135m)")
-    a("--out", required=True, type=Path, help="output folder for the pruned model")
-    a("--overwrite", action="store_true", help="replace --out if it exists")
-    a("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/")
     a("--config", type=Path, help="JSON config file (PruneConfig fields); options below override it")
     a("--method", choices=list(get_args(Method)),
       help="dress (default); fpr (all channels regularized); direct (no regularization); "
@@ -121,7 +128,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default on GPU)")
     g.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 everywhere, also on GPU")
     g.add_argument("--seed", type=int)
-    return p
+    # issue 16: memory plan, output dtype, presets
+    g.add_argument("--skip-memory-check", dest="memory_check", action="store_false", default=None,
+                   help="load the model even when the memory plan says it will not fit")
+    g.add_argument("--save-dtype", choices=["source", "fp32", "bf16", "fp16"],
+                   help="dtype of the saved model (default source: the input checkpoint's dtype)")
+    g.add_argument("--preset", choices=["cpu-demo", "paper"],
+                   help="named protocol: cpu-demo (small, 2-core CPU) or paper (WikiText-2 1000 x 2048, split 3:1, "
+                   "eval at 2048); options given beside it override it and are listed in the summary")
 
 
 def config_from_args(args: argparse.Namespace) -> PruneConfig:
