@@ -203,3 +203,18 @@ def test_out_of_memory_is_an_answer_and_resume_continues(tmp_path, monkeypatch, 
     record = json.loads((out / "dress.json").read_text())
     assert len(record["report"]["regularization"]["lm_loss"]) == 3
     assert not (tmp_path / "out.checkpoints").exists()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_gradient_checkpointing_trains_to_the_same_weights(bf16):
+    """The 7B recipe's CPU-runnable levers (gradient checkpointing, bf16 autocast) change memory, not the result."""
+    from dress.training import TrainSettings, train
+    from tiny_models import sample_ids
+
+    samples = torch.cat([sample_ids(seed=s) for s in range(4)])
+    weights = []
+    for ckpt in (False, True):
+        model = tiny_model("llama")
+        train(model, samples, TrainSettings(steps=3, lr=1e-3, batch_size=2, bf16=bf16, gradient_checkpointing=ckpt))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert (weights[0] - weights[1]).abs().max() < (1e-5 if not bf16 else 1e-2)

@@ -48,7 +48,7 @@ CUDA_CONTEXT = 0.6 * GiB  # CUDA context + cuBLAS workspace, outside torch's all
 FIT_MARGIN = 0.90  # a plan fits when its peak is at most 90% of the memory (fragmentation, spikes)
 
 # Throughput assumptions of the time estimate (state them wherever a time is quoted).
-GPU_TFLOPS = {"bf16": 400.0, "fp32": 50.0}  # effective dense-matmul TFLOP/s of one H100/A100-80GB-class GPU (~40% MFU bf16; TF32 off)
+GPU_TFLOPS = {"bf16": 300.0, "fp32": 40.0}  # effective TFLOP/s of one H100-class GPU: ~30% of its 989 dense bf16 peak
 PCIE_GBPS = 20.0  # host <-> device, GB/s, per GPU (offload engines move the weights every forward/backward)
 CPU_ADAM_PARAMS_PER_S = 1.0e9  # AdamW parameters per second on the host (offload engines step there)
 
@@ -305,7 +305,11 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
     small = pruned_shape(shape, run)
     stages: list[StageMemory] = []
     w = {"weights": 4.0 * p}
-    stages.append(StageMemory("load model", dict(w)))
+    if run.device_type == "cpu" and _dtype_bytes(shape.source_dtype) == 4:
+        # an fp32 safetensors checkpoint is memory-mapped on CPU: its pages become resident when first read
+        stages.append(StageMemory("load model", {"weights (mapped, not yet read)": 0.0}))
+    else:  # a cast (fp16/bf16 -> fp32) or a copy to the GPU makes every weight resident
+        stages.append(StageMemory("load model", dict(w)))
     if run.eval_enabled:
         stages.append(StageMemory("evaluate dense", {**w, "evaluation": inference_bytes(shape, run.eval_batch, run.eval_seq)}))
     if run.method in ("dress", "fpr", "direct"):
@@ -594,3 +598,54 @@ def stages_record(stages: list[StageMemory]) -> dict[str, dict[str, float]]:
     """The plan as ``dress.json`` keeps it: GiB per stage, with the named terms."""
     return {s.stage: {"peak_gib": round(s.device / GiB, 3), **{k: round(v / GiB, 3) for k, v in s.parts.items()}}
             for s in stages}
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference table of docs/scale.md (``python -m dress.memory_plan``)
+
+
+def llama_shape(name: str, hidden: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int = 32000,
+                tied: bool = False, dtype: str = "float16") -> ModelShape:
+    """A Llama-family shape from its widths (no config file needed): q, k, v, o, gate, up, down,
+    two norms per layer, a final norm, embeddings (and an untied head)."""
+    head_dim = hidden // heads
+    a, kv = heads * head_dim, kv_heads * head_dim
+    per_layer = hidden * a + 2 * hidden * kv + a * hidden + 3 * hidden * inter + 2 * hidden
+    embed = vocab * hidden * (1 if tied else 2)
+    return ModelShape(name, "llama", params=embed + layers * per_layer + hidden, embed_params=embed, hidden=hidden,
+                      layers=layers, vocab=vocab, intermediate=inter, attn_width=a, kv_width=kv, tied=tied,
+                      source_dtype=dtype)
+
+
+REFERENCE_SHAPES = (
+    llama_shape("TinyLlama-1.1B", 2048, 5632, 22, 32, 4, dtype="bfloat16"),
+    llama_shape("Llama-2-7B", 4096, 11008, 32, 32, 32),
+    llama_shape("Llama-2-13B", 5120, 13824, 40, 40, 40),
+    llama_shape("Llama-2-70B", 8192, 28672, 80, 64, 8),
+)
+
+PAPER_RUN = RunSettings(method="dress", ratio=0.25, train_batch=1, train_seq=2048, gradient_checkpointing=True,
+                        score_batch=4, eval_batch=4, eval_seq=2048, bf16=True, device_type="cuda")
+
+
+def markdown_table(run: RunSettings = PAPER_RUN, gpus: int = 8) -> str:
+    """Peak GiB per GPU (host GiB of the node in parentheses) of the whole pipeline for each way to
+    run, the paper's protocol (``PAPER_RUN``: bf16 autocast, gradient checkpointing, 1 x 2048
+    micro-batch, evaluation 4 x 2048)."""
+    columns = [("single", 1), ("ddp", gpus), ("fsdp2", gpus), ("fsdp2-offload", 1), ("zero3-offload", gpus)]
+    labels = [f"{STRATEGY_LABELS[s]}, {n} GPU{'s' if n > 1 else ''}" for s, n in columns]
+    lines = ["| model | P | " + " | ".join(labels) + " | regularize, one process, no checkpointing |",
+             "|" + "---|" * (len(labels) + 3)]
+    for shape in REFERENCE_SHAPES:
+        cells = []
+        for strategy, n in columns:
+            stages = plan_stages(shape, run, strategy, n)
+            dev, host = peak(stages)
+            cells.append(f"{dev / GiB:.0f} ({host * n / GiB:.0f})")
+        plain = {s.stage: s for s in plan_stages(shape, replace(run, gradient_checkpointing=False))}["regularize"]
+        lines.append(f"| {shape.name} | {shape.params / 1e9:.2f}B | " + " | ".join(cells) + f" | {plain.device / GiB:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
