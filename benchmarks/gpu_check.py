@@ -56,7 +56,10 @@ def check_model(model: str, sizes: dict, device: str, work: Path, calib: str, ev
     record = run_prune(config, out, overwrite=True)
     seconds = time.perf_counter() - t0
     plan = record.get("memory_plan", {})
-    memory = {stage: {"measured_gib": s["peak_memory_gib"], "planned_gib": plan.get(stage, {}).get("peak_gib")}
+    # on CUDA the measured peak is torch's allocator (max_memory_allocated); the plan's figure also holds the
+    # CUDA context, so the comparable prediction is the plan minus its "CUDA context" term
+    memory = {stage: {"measured_gib": s["peak_memory_gib"],
+                      "planned_gib": (plan[stage]["peak_gib"] - plan[stage].get("CUDA context", 0.0)) if stage in plan else None}
               for stage, s in record["stages"].items()}
 
     dense = load_model(model).model.to(device)

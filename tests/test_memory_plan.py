@@ -48,10 +48,12 @@ def test_activation_and_logit_terms_match_hand_computation(shape):
 def test_regularization_stage_per_engine(shape):
     run = mp.RunSettings(train_batch=1, train_seq=8, device_type="cpu")
     act, logits = 92160, 16 * 8 * 258
+    table = 4 * 258 * 48  # the embedding: AdamW's one-tensor temporary on CPU, and the tied second gradient
     single = {s.stage: s for s in mp.plan_stages(shape, run, "single")}["regularize"]
-    assert single.parts["weights"] == 4 * P_TINY and single.parts["gradients"] == 4 * P_TINY
-    assert single.parts["optimizer"] == 8 * P_TINY
-    assert single.device == 16 * P_TINY + act + logits + mp.CPU_OVERHEAD
+    assert single.parts["weights"] == 4 * P_TINY and single.parts["gradients"] == 4 * P_TINY + table
+    assert single.parts["optimizer"] == 8 * P_TINY + table
+    process = mp.CPU_OVERHEAD + mp.TOKENIZER_BYTES_PER_TOKEN * 258
+    assert single.device == 16 * P_TINY + 2 * table + act + logits + process
     ddp = {s.stage: s for s in mp.plan_stages(shape, run, "ddp", 2)}["regularize"]
     assert ddp.device - single.device == 4 * P_TINY  # DDP's gradient buckets
     cuda = mp.RunSettings(train_batch=1, train_seq=8, device_type="cuda", bf16=True)

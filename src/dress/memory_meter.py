@@ -24,6 +24,9 @@ class StagePeak:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> StagePeak:
+        import gc
+
+        gc.collect()  # objects of the last stage caught in reference cycles (optimizer, hooks) go now
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

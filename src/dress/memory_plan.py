@@ -30,8 +30,14 @@ Terms, in bytes (``P`` parameters, ``N`` processes, ``b x s`` the micro-batch, `
   bf16 weights and gradients 4P/N on the GPU, 16P in host memory. Outside training every process
   keeps the whole fp32 model on its device (selection, removal, evaluation); while a sharded stage
   trains, that copy waits in host memory.
-* **overhead** the process itself: Python, torch, transformers and the tokenizer in host memory
-  (:data:`CPU_OVERHEAD`), the CUDA context on a GPU (:data:`CUDA_CONTEXT`).
+* **overhead** the process itself: Python, torch and transformers in host memory
+  (:data:`CPU_OVERHEAD`), the tokenizer (:data:`TOKENIZER_BYTES_PER_TOKEN` per vocabulary entry),
+  the CUDA context on a GPU (:data:`CUDA_CONTEXT`).
+* **step temporaries** the AdamW step makes a temporary the size of the largest tensor (the
+  embedding table, 4 V h); a tied embedding adds its second gradient (4 V h) before the two sum.
+* **removal** replaces one tensor at a time: the model plus its largest new tensor. Every stage
+  starts with ``gc.collect()`` (:mod:`dress.memory_meter`), so an earlier stage's objects caught in
+  reference cycles (the optimizer, hooks) are gone before the next one allocates.
 
 Not counted: allocator fragmentation (plan with a margin; :data:`FIT_MARGIN`), the calibration
 tokens (a few MB) and the input file's page cache while loading.
@@ -45,6 +51,7 @@ from dataclasses import dataclass, field, replace
 GiB = 2**30
 CPU_OVERHEAD = 0.45 * GiB  # python + torch + transformers + tokenizer, measured RSS before loading (2-core CPU)
 CUDA_CONTEXT = 0.6 * GiB  # CUDA context + cuBLAS workspace, outside torch's allocator
+TOKENIZER_BYTES_PER_TOKEN = 1800  # a fast tokenizer's resident size per vocabulary entry (measured: SmolLM2 49K, Gemma3 262K)
 FIT_MARGIN = 0.90  # a plan fits when its peak is at most 90% of the memory (fragmentation, spikes)
 
 # Throughput assumptions of the time estimate (state them wherever a time is quoted).
@@ -270,10 +277,12 @@ def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: st
             stage.parts["teacher"] = teacher
         return stage
     sharded = strategy in ("fsdp2", "fsdp2-offload", "zero3-offload")
+    table = 4.0 * shape.vocab * shape.hidden  # the largest tensor: the embedding (or head) table
     if not sharded:
         stage.parts["weights"] = 4 * p + (2 * p if run.bf16 else 0)  # + autocast's cached bf16 casts
-        stage.parts["gradients"] = 4 * p + (4 * p if strategy == "ddp" else 0)  # DDP buckets
-        stage.parts["optimizer"] = 8 * p + (4 * p if cuda else 0)  # foreach sqrt buffer on CUDA
+        stage.parts["gradients"] = 4 * p + (4 * p if strategy == "ddp" else 0) + (table if shape.tied else 0)
+        # AdamW's temporaries: the foreach step's sqrt buffer over every tensor on CUDA, one tensor on CPU
+        stage.parts["optimizer"] = 8 * p + (4 * p if cuda else table)
     else:
         gathered = 2 * 2 * shape.layer_params + 2 * shape.embed_params / n  # two bf16 layers in flight
         if strategy == "fsdp2":
@@ -317,12 +326,15 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
         stages.append(StageMemory("select channels", {**w, "scoring": scoring}))
         if run.trains and run.method != "direct":
             stages.append(_training_stage("regularize", shape, run, strategy, n, full=True, batch=run.train_batch))
-        stages.append(StageMemory("remove channels", {**w, "copy of one tensor": 4.0 * shape.embed_params}))
-    elif run.method in ("sleb", "shortgpt"):
-        stages.append(StageMemory("score layers", {**w, "scoring": inference_bytes(shape, run.score_batch, run.train_seq)}))
+        # tensors are replaced one at a time: the old model plus the largest new tensor (the embedding table)
+        stages.append(StageMemory("remove channels", {**w, "one new tensor": 4.0 * shape.vocab * small.hidden}))
+    elif run.method in ("sleb", "shortgpt"):  # stage names as dress.methods.depth records them
+        name = "score layers (SLEB)" if run.method == "sleb" else "score layers (Block Influence)"
+        stages.append(StageMemory(name, {**w, "scoring": inference_bytes(shape, run.score_batch, run.train_seq)}))
         stages.append(StageMemory("remove layers", dict(w)))
     elif run.method == "trsp":
-        stages.append(_training_stage("TRSP stages 1-2", shape, run, strategy, n, full=True, batch=run.train_batch))
+        for name in ("TRSP stage 1 (layer gates, l1)", "TRSP stage 2 (shrink chosen layers' updates)"):
+            stages.append(_training_stage(name, shape, run, strategy, n, full=True, batch=run.train_batch))
         stages.append(StageMemory("remove layers", dict(w)))
     elif run.method == "slicegpt":
         stream = 2 * 4 * run.train_seq * shape.hidden * 64  # two layer streams of the calibration windows (capped, see slicegpt)
@@ -337,16 +349,29 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
     # the model moves to host memory before it is written; a cast to the saved dtype copies it
     stages.append(StageMemory("save", {}, {"weights": 4.0 * small.params,
                                            "cast copy": save_bytes * small.params if save_bytes != 4 else 0.0}))
-    overhead = CUDA_CONTEXT if run.device_type == "cuda" else CPU_OVERHEAD
+    overhead = CUDA_CONTEXT if run.device_type == "cuda" else CPU_OVERHEAD + TOKENIZER_BYTES_PER_TOKEN * shape.vocab
     for st in stages:
         if run.device_type == "cuda":
             st.parts["CUDA context"] = overhead
-            st.host_parts["process"] = CPU_OVERHEAD
+            st.host_parts["process"] = CPU_OVERHEAD + TOKENIZER_BYTES_PER_TOKEN * shape.vocab
         else:  # on CPU the device *is* host memory: fold host terms in
             st.parts.update(st.host_parts)
             st.host_parts = {}
             st.parts["process"] = overhead
     return stages
+
+
+def node_host_bytes(stages: list[StageMemory], processes: int) -> float:
+    """Host memory of the node: every process holds a stage's host terms at once, except ``save``,
+    which only the main process runs (the others hold their process overhead meanwhile)."""
+    worst = 0.0
+    for st in stages:
+        if st.stage == "save":
+            total = st.host + (processes - 1) * st.host_parts.get("process", 0.0)
+        else:
+            total = st.host * processes
+        worst = max(worst, total)
+    return worst
 
 
 def _dtype_bytes(name: str) -> int:
@@ -384,7 +409,7 @@ def plan_all(shape: ModelShape, run: RunSettings, gpus: int, gpu_memory: float, 
             continue
         stages = plan_stages(shape, run, strategy, n)
         dev, host = peak(stages)
-        host_node = host * n if run.device_type == "cuda" else dev * n
+        host_node = node_host_bytes(stages, n) if run.device_type == "cuda" else dev * n
         ok_dev = dev <= FIT_MARGIN * gpu_memory
         ok_host = host_memory is None or run.device_type != "cuda" or host_node <= FIT_MARGIN * host_memory
         if ok_dev and ok_host:
@@ -456,7 +481,8 @@ def format_plan(shape: ModelShape, run: RunSettings, plans: list[StrategyPlan], 
         f"{'bf16 autocast' if run.bf16 else 'fp32'}{'; distillation teacher' if run.distill else ''}; "
         f"evaluation {run.eval_batch} x {run.eval_seq}" + ("" if run.eval_enabled else " (off)"),
         f"  device: {gpus} x {gpu_memory / GiB:.0f} GiB {'GPU' if run.device_type == 'cuda' else 'CPU RAM'}"
-        + (f"; host memory {host_memory / GiB:.0f} GiB" if host_memory and run.device_type == "cuda" else ""),
+        + (f"; host memory {host_memory / GiB:.0f} GiB" if host_memory and run.device_type == "cuda" else
+           ("; host memory not checked (--host-memory GiB)" if run.device_type == "cuda" else "")),
     ]
     if run.trains:
         act = activation_bytes(shape, run.train_batch, run.train_seq, run.bf16, False)
@@ -564,7 +590,7 @@ def check_fits(config, device_type: str, engine: str = "local", processes: int =
     free_dev, free_host = available if available is not None else available_memory(device_type)
     if device_type == "cuda":
         need_dev, need_host = dev - CUDA_CONTEXT, (host - CPU_OVERHEAD) * processes
-    else:
+    else:  # this process's own overhead is already resident (not in MemAvailable)
         need_dev, need_host = (dev - CPU_OVERHEAD) * processes, 0.0
     log(f"[dress] memory plan: peak {dev / GiB:.2f} GiB per process ({STRATEGY_LABELS[strategy]}); "
         f"{free_dev / GiB:.1f} GiB free")
@@ -640,8 +666,8 @@ def markdown_table(run: RunSettings = PAPER_RUN, gpus: int = 8) -> str:
         cells = []
         for strategy, n in columns:
             stages = plan_stages(shape, run, strategy, n)
-            dev, host = peak(stages)
-            cells.append(f"{dev / GiB:.0f} ({host * n / GiB:.0f})")
+            dev, _host = peak(stages)
+            cells.append(f"{dev / GiB:.0f} ({node_host_bytes(stages, n) / GiB:.0f})")
         plain = {s.stage: s for s in plan_stages(shape, replace(run, gradient_checkpointing=False))}["regularize"]
         lines.append(f"| {shape.name} | {shape.params / 1e9:.2f}B | " + " | ".join(cells) + f" | {plain.device / GiB:.0f} |")
     return "\n".join(lines)

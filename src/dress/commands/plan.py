@@ -46,12 +46,16 @@ def run(args: argparse.Namespace) -> int:
     config = apply_preset(config, config.preset or default_preset(config.model, device_type))
     shape = load_shape(config.model)
     runset = settings_from_config(config, device_type)
+    import torch
+
     if args.host_memory is not None:
         host = args.host_memory * GiB
-    else:
+    elif device_type == "cpu" or torch.cuda.is_available():  # planning for this machine
         import psutil
 
         host = float(psutil.virtual_memory().total)
+    else:  # planning a GPU run from a machine without one: its RAM says nothing about the GPU node's
+        host = None
     gpus = 1 if device_type == "cpu" else args.gpus
     memory = host if device_type == "cpu" else args.gpu_memory * GiB
     global_batch = config.regularize.batch_size * config.regularize.grad_accum
