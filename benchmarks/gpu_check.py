@@ -40,7 +40,7 @@ def check_model(model: str, sizes: dict, device: str, work: Path, calib: str, ev
     from dress.config import PruneConfig
     from dress.evaluation.bench import BenchSettings, benchmark
     from dress.evaluation.perplexity import perplexity, tokenize_once
-    from dress.loading import load_model
+    from dress.io.loading import load_model
     from dress.pipeline import run_prune
 
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()

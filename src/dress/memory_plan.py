@@ -170,7 +170,7 @@ def load_shape(spec: str | None) -> ModelShape:
     from transformers import AutoConfig
 
     from dress.errors import DressError
-    from dress.loading import resolve_model_path
+    from dress.io.loading import resolve_model_path
 
     source, path = resolve_model_path(spec)
     try:
@@ -573,7 +573,7 @@ def strategy_of(engine: str) -> str:
     return "fsdp2-offload" if offload else "fsdp2"
 
 
-def check_fits(config, device_type: str, engine: str = "local", processes: int = 1, log=print,
+def check_fits(config, device_type: str, engine: str = "local", processes: int = 1,
                available: tuple[float, float] | None = None) -> list[StageMemory]:
     """Refuse (DressError with the plan) when this run's estimated peak exceeds the memory free now.
 
@@ -581,6 +581,7 @@ def check_fits(config, device_type: str, engine: str = "local", processes: int =
     host's available RAM shared by all ``processes``. Returns the planned stages (recorded in
     ``dress.json`` beside the measured ones)."""
     from dress.errors import DressError
+    from dress.logs import log
 
     shape = load_shape(config.model)
     run = settings_from_config(config, device_type)
@@ -592,7 +593,7 @@ def check_fits(config, device_type: str, engine: str = "local", processes: int =
         need_dev, need_host = dev - CUDA_CONTEXT, (host - CPU_OVERHEAD) * processes
     else:  # this process's own overhead is already resident (not in MemAvailable)
         need_dev, need_host = (dev - CPU_OVERHEAD) * processes, 0.0
-    log(f"[dress] memory plan: peak {dev / GiB:.2f} GiB per process ({STRATEGY_LABELS[strategy]}); "
+    log.info(f"memory plan: peak {dev / GiB:.2f} GiB per process ({STRATEGY_LABELS[strategy]}); "
         f"{free_dev / GiB:.1f} GiB free")
     if need_dev > free_dev or need_host > free_host:
         gpus = processes if device_type == "cuda" else 1

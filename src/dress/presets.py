@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def default_preset(model: str | None, device_type: str) -> str:
     """The preset a run gets without ``--preset`` (module docstring)."""
-    from dress.bundled import BUNDLED_MODELS
+    from dress.io.bundled import BUNDLED_MODELS
 
     bundled = model is None or model in BUNDLED_MODELS
     return "paper" if device_type == "cuda" and not bundled else "cpu-demo"

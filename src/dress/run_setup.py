@@ -3,7 +3,7 @@ device, the global batch for this many processes, and the memory plan's verdict.
 
 Contract of :func:`resolve_run`: returns the config the run will use (the preset applied, the
 batches adapted) and the planned stages, or raises :class:`~dress.errors.DressError` with the plan
-when the run will not fit (``memory_check=False`` skips the check). Every change it makes is logged
+when the run will not fit (``skip_memory_check=True`` skips the check). Every change it makes is logged
 and recorded (:func:`run_record`).
 """
 
@@ -14,32 +14,34 @@ import torch
 from dress.errors import DressError
 
 
-def resolve_run(config, device: torch.device, runtime, log=print):
-    from dress.distributed import adapt_global_batches
+def resolve_run(config, device: torch.device, runtime):
+    from dress.logs import log
+
+    from dress.training.distributed import adapt_global_batches
     from dress.presets import apply_preset, default_preset
 
     name = config.preset or default_preset(config.model, device.type)
     if config.preset is None and name != "cpu-demo":
-        log(f"[dress] no --preset: a model that is not bundled, on a GPU, runs the {name!r} protocol "
+        log.info(f"no --preset: a model that is not bundled, on a GPU, runs the {name!r} protocol "
             "(pass --preset cpu-demo for the small CPU-sized one)")
     config = apply_preset(config, name)
     if device.type == "cuda" and config.bf16 is not False and not cuda_bf16_supported(device):
-        log(f"[dress] {torch.cuda.get_device_name(device)} does not support bf16: running in fp32 "
+        log.warning(f"{torch.cuda.get_device_name(device)} does not support bf16: running in fp32 "
             "(bf16 needs compute capability 8.0+, e.g. A100/H100; --no-bf16 silences this)")
         config = config.model_copy(update={"bf16": False})
     config, notes = adapt_global_batches(config, runtime.world)
     for note in notes:
-        log(f"[dress] {note}")
+        log.info(f"{note}")
     planned = None
-    if config.memory_check:
+    if not config.skip_memory_check:
         from dress.memory_plan import check_fits
 
         try:
-            planned = check_fits(config, device.type, runtime.engine, runtime.world, log)
+            planned = check_fits(config, device.type, runtime.engine, runtime.world)
         except DressError:
             raise
         except Exception as err:  # a custom architecture the plan cannot build: say so, go on
-            log(f"[dress] memory plan unavailable ({type(err).__name__}: {err}); loading without a check")
+            log.info(f"memory plan unavailable ({type(err).__name__}: {err}); loading without a check")
     return config, {"stages": planned, "batch_notes": notes}
 
 
@@ -94,7 +96,7 @@ def source_dtype_name(spec: str | None) -> str:
     ``float16`` for Llama-2; ``float32`` when the config does not say."""
     from transformers import AutoConfig
 
-    from dress.loading import resolve_model_path
+    from dress.io.loading import resolve_model_path
 
     source, path = resolve_model_path(spec)
     try:
@@ -123,8 +125,8 @@ def weights_on_disk(folder) -> int | None:
 
 def finish_record(record: dict, out, config) -> None:
     """Add the output's and the input's size on disk to ``record`` and rewrite ``out/dress.json``."""
-    from dress.loading import resolve_model_path
-    from dress.record import write_record
+    from dress.io.loading import resolve_model_path
+    from dress.io.record import write_record
 
     _source, path = resolve_model_path(config.model)
     size_in = weights_on_disk(path) if path is not None else None
