@@ -9,6 +9,10 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def prune_summary(record: dict, out: Path) -> str:
     p = record["parameters"]
     h = record.get("hidden_size")
@@ -38,8 +42,8 @@ def prune_summary(record: dict, out: Path) -> str:
     size = record.get("size_on_disk")
     if size:
         est = " (estimated)" if size.get("input_estimated") else ""
-        lines.append(f"  size on disk input {size['input_bytes'] / 2**30:.2f} GiB{est} -> output "
-                     f"{size['output_bytes'] / 2**30:.2f} GiB ({size.get('output_dtype')})")
+        lines.append(f"  size on disk input {_size(size['input_bytes'])}{est} -> output "
+                     f"{_size(size['output_bytes'])} ({size.get('output_dtype')})")
     if "preset" in record:
         diff = record.get("differs_from_preset") or {}
         shown = ", ".join(f"{k}={v}" for k, v in diff.items()) or "none"
