@@ -8,6 +8,9 @@ goal is within +-20%.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory_plan.py [--models smollm2-135m gemma3-270m]
 
+(``--models M --precisions fp32 --json part.json`` runs one part; ``--combine part*.json`` prints
+the table of several parts.)
+
 Small step counts keep it to a few minutes on 2 cores: the memory of a step does not depend on
 how many steps run.
 """
@@ -37,25 +40,20 @@ def run_one(model: str, bf16: bool, work: Path) -> dict:
     return json.loads((out / "dress.json").read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    args = parser.parse_args()
+def rows_of(record: dict, model: str, bf16: bool) -> list[dict]:
+    plan = record.get("memory_plan", {})
     rows = []
-    with tempfile.TemporaryDirectory(prefix="dress-bench-mem-") as tmp:
-        for model in args.models:
-            for bf16 in (False, True):
-                record = run_one(model, bf16, Path(tmp))
-                plan = record.get("memory_plan", {})
-                for stage, measured in record["stages"].items():
-                    if stage not in plan:
-                        continue
-                    predicted = plan[stage]["peak_gib"]
-                    rows.append({"model": model, "precision": "bf16" if bf16 else "fp32", "stage": stage,
-                                 "predicted_gib": predicted, "measured_gib": measured["peak_memory_gib"],
-                                 "ratio": measured["peak_memory_gib"] / predicted})
-                print(f"done: {model} {'bf16' if bf16 else 'fp32'}", file=sys.stderr, flush=True)
+    for stage, measured in record["stages"].items():
+        if stage not in plan:
+            continue
+        predicted = plan[stage]["peak_gib"]
+        rows.append({"model": model, "precision": "bf16" if bf16 else "fp32", "stage": stage,
+                     "predicted_gib": predicted, "measured_gib": measured["peak_memory_gib"],
+                     "ratio": measured["peak_memory_gib"] / predicted})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
     print(f"settings: {' '.join(SETTINGS)} (eval 4 x 512; CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})")
     print("| model | precision | stage | predicted GiB | measured GiB | measured / predicted |")
     print("|---|---|---|---|---|---|")
@@ -65,6 +63,26 @@ def main() -> None:
               f"{r['measured_gib']:.2f} | {r['ratio']:.2f}{flag} |")
     inside = sum(abs(r["ratio"] - 1) <= GOAL for r in rows)
     print(f"\n{inside} of {len(rows)} stage peaks within +-{GOAL:.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--combine", nargs="+", type=Path, help="print one table from JSON files of earlier parts")
+    args = parser.parse_args()
+    if args.combine:
+        print_table([row for path in args.combine for row in json.loads(path.read_text())])
+        return
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dress-bench-mem-") as tmp:
+        for model in args.models:
+            for precision in args.precisions:
+                bf16 = precision == "bf16"
+                rows += rows_of(run_one(model, bf16, Path(tmp)), model, bf16)
+                print(f"done: {model} {precision}", file=sys.stderr, flush=True)
+    print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

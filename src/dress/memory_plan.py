@@ -314,11 +314,10 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
     small = pruned_shape(shape, run)
     stages: list[StageMemory] = []
     w = {"weights": 4.0 * p}
-    if run.device_type == "cpu" and _dtype_bytes(shape.source_dtype) == 4:
-        # an fp32 safetensors checkpoint is memory-mapped on CPU: its pages become resident when first read
-        stages.append(StageMemory("load model", {"weights (mapped, not yet read)": 0.0}))
-    else:  # a cast (fp16/bf16 -> fp32) or a copy to the GPU makes every weight resident
-        stages.append(StageMemory("load model", dict(w)))
+    # a cast (fp16/bf16 -> fp32), the copy to the GPU, or on CPU the copy out of the file's memory map
+    # (dress.pipeline._own_memory) makes every weight resident
+    file_pages = float(_dtype_bytes(shape.source_dtype) * p)  # the mapped checkpoint, read while it is copied
+    stages.append(StageMemory("load model", dict(w), {"checkpoint file pages": file_pages}))
     if run.eval_enabled:
         stages.append(StageMemory("evaluate dense", {**w, "evaluation": inference_bytes(shape, run.eval_batch, run.eval_seq)}))
     if run.method in ("dress", "fpr", "direct"):

@@ -139,6 +139,8 @@ def prepare(
         if model is None:
             loaded = load_model(config.model)
             model, tokenizer, source = loaded.model, loaded.tokenizer, loaded.source
+            if device.type == "cpu":
+                _own_memory(model)
         else:
             source = config.model or getattr(model.config, "_name_or_path", "") or "in-memory model"
         model = model.to(device)
@@ -164,6 +166,21 @@ def prepare(
             evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
     return Prepared(model, tokenizer, source, adapter.stock_after_prune, parameter_count(model),
                     reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
+
+
+@torch.no_grad()
+def _own_memory(model: torch.nn.Module) -> None:
+    """Copy every parameter and buffer out of the checkpoint's memory map (issue 16). On CPU an
+    fp32 safetensors file is mapped, not read: its tensors share one file-backed storage, so pages
+    written in training stay resident until the *last* tensor of the file is gone, and removing
+    channels held the old and the new model at once. Owned tensors are freed one by one."""
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                param.data = param.data.clone()
+        for name, buf in list(module._buffers.items()):
+            if buf is not None:
+                module._buffers[name] = buf.clone()
 
 
 def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
