@@ -221,3 +221,17 @@ def test_gradient_checkpointing_trains_to_the_same_weights(bf16):
         train(model, samples, TrainSettings(steps=3, lr=1e-3, batch_size=2, bf16=bf16, gradient_checkpointing=ckpt))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert (weights[0] - weights[1]).abs().max() < (1e-5 if not bf16 else 1e-2)
+
+
+def test_cpu_weights_leave_the_checkpoint_memory_map(tmp_path):
+    """After loading on CPU every tensor owns its storage, so a tensor freed during removal frees its memory."""
+    from dress.io.loading import load_model
+    from dress.pipeline import _own_memory
+
+    model = load_model(str(save_tiny(tmp_path / "tiny", "llama"))).model
+    before = {id(p): p.untyped_storage().nbytes() for p in model.parameters()}
+    _own_memory(model)
+    for p in model.parameters():
+        assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    assert len(before) == len(list(model.parameters()))
