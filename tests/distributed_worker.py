@@ -151,6 +151,11 @@ def main(out: Path, mode: str) -> None:
     runtime.barrier()
     status = cli(cli_args(out / "tiny", out / "corpus.txt", out / f"{prefix}pruned"))
     (out / f"{prefix}cli_rank{runtime.rank}.txt").write_text(str(status))
+    if mode == "ddp":  # the README's `torchrun --nproc_per_node N -m dress prune MODEL --out OUT`: default batches
+        status = cli(["prune", str(out / "tiny"), "--out", str(out / "readme_pruned"), "--calib", str(out / "corpus.txt"),
+                      "--eval-source", str(out / "corpus.txt"), "--samples", "8", "--seq-len", "32", "--steps", "2",
+                      "--rft-steps", "1", "--eval-seq-len", "32", "--eval-tokens", "128", "--device", "cpu"])
+        (out / f"readme_cli_rank{runtime.rank}.txt").write_text(str(status))
 
 
 if __name__ == "__main__":

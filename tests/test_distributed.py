@@ -137,7 +137,7 @@ def test_dress_prune_under_torchrun_matches_one_process_and_only_main_writes(two
     assert record["evaluation"]["held_out"]["pruned"]["ppl"] == pytest.approx(
         reference["evaluation"]["held_out"]["pruned"]["ppl"], rel=1e-4)
     assert not (out / "pruned.checkpoints").exists() and not list(out.glob(".pruned.partial-*"))
-    assert two.output.count("dress prune: ") == 1  # one summary, from the main process
+    assert two.output.count(f"-> {pruned}  (method") == 1  # one summary, from the main process
 
 
 def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
@@ -148,6 +148,16 @@ def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
     assert not (out / "fsdp_resume" / "state.pt").exists()  # sharded: no single-process checkpoint
     resumed = torch.load(out / "fsdp_resumed.pt", weights_only=True)
     assert _max_diff(uninterrupted, resumed) < TOLERANCE
+
+
+def test_readme_torchrun_command_with_default_batches_adapts_the_batch(two):
+    """`torchrun --nproc_per_node 2 -m dress prune MODEL --out OUT`: the default global batch (1)
+    becomes 2 (grad_accum 1 -> 2, said in the log and the record) instead of stopping."""
+    out = two.wait()
+    assert [(out / f"readme_cli_rank{r}.txt").read_text() for r in (0, 1)] == ["0", "0"]
+    record = json.loads((out / "readme_pruned" / "dress.json").read_text())
+    assert any("global batch 1 -> 2" in note for note in record["batch_adapted"])
+    assert record["launch"] == {"engine": "ddp", "processes": 2}
 
 
 def test_dress_prune_under_fsdp2_matches_one_process(sharded, tmp_path):
@@ -237,7 +247,7 @@ def test_the_paper_protocol_config_is_a_valid_prune_config():
 
 
 def test_the_memory_table_in_the_docs_is_the_computed_one():
-    from dress.memory import markdown_table
+    from dress.memory_plan import markdown_table
 
     assert markdown_table() in (Path(__file__).parents[1] / "docs" / "scale.md").read_text()
 

@@ -92,6 +92,15 @@ class _PruneBase(StrictConfig):
     device: str | None = Field(None, description="cpu, cuda, cuda:1 (default: cuda if available)")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on GPU, off on CPU)")
     seed: int = Field(0, description="training seed")
+    # issue 16: the memory plan's check, the output's dtype, named protocols (dress.memory_plan, dress.presets)
+    skip_memory_check: bool = Field(
+        False, description="load the model even when the memory plan (dress plan) says the run will not fit")
+    save_dtype: Literal["source", "fp32", "bf16", "fp16"] = Field(
+        "source", description="dtype of the saved model (source: the input checkpoint's dtype)")
+    preset: Literal["cpu-demo", "paper"] | None = Field(
+        None, description="named protocol: cpu-demo (small, 2-core CPU) or paper (WikiText-2 1000 x 2048, split 3:1, "
+        "eval at 2048); options typed beside it override it (default: paper for a non-bundled model on a GPU, "
+        "else cpu-demo)")
 
     @field_validator("ratio")
     @classmethod

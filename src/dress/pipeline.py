@@ -39,6 +39,7 @@ from dress.methods import get as get_method
 from dress.methods.base import PruneContext
 from dress.environment import resolve_device as _resolve_device
 from dress.training.loop import clear_checkpoint
+from dress.run_setup import out_of_memory_error, resolve_run, run_record
 
 PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
 
@@ -49,24 +50,25 @@ class StageClock:
     def __init__(self, device: torch.device):
         self.device = device
         self.stages: dict[str, dict[str, float]] = {}
+        self.current: str | None = None  # the stage running now (named in an out-of-memory error)
 
     @contextmanager
     def stage(self, name: str):
+        """Time the block and measure its own peak memory: on CUDA ``max_memory_allocated`` after
+        ``reset_peak_memory_stats`` (torch's allocations, without the CUDA context); on CPU the
+        process's RSS sampled by a background thread during the block (:mod:`dress.memory_meter`),
+        so each stage records the peak *within* it, not the process's maximum so far."""
+        from dress.memory_meter import StagePeak
+
         log.info(f"{name} ...")
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        self.current = name
         t0 = time.perf_counter()
-        yield
+        with StagePeak(self.device) as meter:
+            yield
         seconds = time.perf_counter() - t0
-        self.stages[name] = {"seconds": round(seconds, 2), "peak_memory_gib": round(self._peak_gib(), 3)}
+        self.stages[name] = {"seconds": round(seconds, 2), "peak_memory_gib": round(meter.peak / 2**30, 3)}
+        self.current = None
         log.info(f"{name}: {seconds:.1f} s")
-
-    def _peak_gib(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**30
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch.device:
@@ -137,6 +139,8 @@ def prepare(
         if model is None:
             loaded = load_model(config.model)
             model, tokenizer, source = loaded.model, loaded.tokenizer, loaded.source
+            if device.type == "cpu":
+                _own_memory(model)
         else:
             source = config.model or getattr(model.config, "_name_or_path", "") or "in-memory model"
         model = model.to(device)
@@ -164,6 +168,21 @@ def prepare(
                     reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
 
 
+@torch.no_grad()
+def _own_memory(model: torch.nn.Module) -> None:
+    """Copy every parameter and buffer out of the checkpoint's memory map (issue 16). On CPU an
+    fp32 safetensors file is mapped, not read: its tensors share one file-backed storage, so pages
+    written in training stay resident until the *last* tensor of the file is gone, and removing
+    channels held the old and the new model at once. Owned tensors are freed one by one."""
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                param.data = param.data.clone()
+        for name, buf in list(module._buffers.items()):
+            if buf is not None:
+                module._buffers[name] = buf.clone()
+
+
 def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
     from dress.evaluation.perplexity import perplexity
 
@@ -181,7 +200,7 @@ def prune_prepared(
     clock = clock or StageClock(prepared.device)
     torch.manual_seed(config.seed)
     eval_ids, bf16 = prepared.eval_ids, prepared.bf16
-    distill = _distillation(config, model)
+    distill = _distillation(config, model, bf16)
     ctx = PruneContext(
         model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
         rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
@@ -231,14 +250,15 @@ def prune_prepared(
     return model, record
 
 
-def _distillation(config: PruneConfig, model):
-    """The dense teacher (a frozen copy of ``model`` before the method touches it) when
-    ``config.distill.weight > 0``, else None."""
+def _distillation(config: PruneConfig, model, bf16: bool = False):
+    """The dense teacher (a frozen copy of ``model`` before the method touches it, in bf16 under
+    ``--bf16``) when ``config.distill.weight > 0``, else None."""
     if config.distill.weight <= 0:
         return None
     from dress.training.distill import Distillation, frozen_teacher
 
-    return Distillation(frozen_teacher(model), config.distill.weight, config.distill.temperature)
+    teacher = frozen_teacher(model, torch.bfloat16 if bf16 else None)
+    return Distillation(teacher, config.distill.weight, config.distill.temperature)
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
@@ -249,12 +269,23 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         check_output_dir(out, overwrite)
     runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
-    clock = StageClock(resolve_device(config, runtime))
-    prepared = prepare(config, clock, runtime=runtime)
-    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
+    device = resolve_device(config, runtime)
+    config, planned = resolve_run(config, device, runtime)  # issue 16: preset, bf16, batch, memory plan
+    clock = StageClock(device)
+    try:
+        prepared = prepare(config, clock, runtime=runtime)
+        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
+    except torch.OutOfMemoryError as err:
+        raise out_of_memory_error(err, clock.current, config, device, runtime, work_dir) from None
+    record.update(run_record(config, planned))
     if runtime.is_main:
-        model = model.to("cpu")
+        from dress.run_setup import finish_record, save_dtype
+
+        dtype = save_dtype(config)
+        model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
+        record["saved_dtype"] = str(dtype).removeprefix("torch.")
         save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
+        finish_record(record, out, config)
         clear_checkpoint(work_dir)
     runtime.barrier()  # the output is complete when any process returns
     return record

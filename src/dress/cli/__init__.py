@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "bench",
     "compare": "compare",
     "export": "export",
+    "plan": "plan",
 }
 
 

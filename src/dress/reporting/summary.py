@@ -19,6 +19,10 @@ def _width_note(width: dict | None) -> str:
     return note + ")"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def prune_summary(record: dict, out: Path) -> str:
     p = record["parameters"]
     h = record.get("hidden_size")
@@ -45,11 +49,26 @@ def prune_summary(record: dict, out: Path) -> str:
             f"{record['evaluation']['source']} held-out, {d['n_tokens_scored']} tokens, context {d['seq_len']}; "
             f"perplexities at other contexts, e.g. dress eval's default 2048, do not compare)"
         )
+    size = record.get("size_on_disk")
+    if size:
+        est = " (estimated)" if size.get("input_estimated") else ""
+        lines.append(f"  size on disk input {_size(size['input_bytes'])}{est} -> output "
+                     f"{_size(size['output_bytes'])} ({size.get('output_dtype')})")
+    if "preset" in record:
+        diff = record.get("differs_from_preset") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in diff.items()) or "none"
+        lines.append(f"  preset       {record['preset']}; differs from it: {shown}")
+    for note in record.get("batch_adapted", []):
+        lines.append(f"  batch        {note}")
     stages = record.get("stages", {})
+    planned = record.get("memory_plan", {})
     if stages:
-        lines.append("  stage                     seconds   peak memory")
+        lines.append("  stage                     seconds   peak memory   planned")
         for name, s in stages.items():
-            lines.append(f"    {name:<23} {s['seconds']:>7.1f}   {s.get('peak_memory_gib', float('nan')):>6.2f} GiB")
+            plan = planned.get(name, {}).get("peak_gib")
+            plan_text = f"{plan:>6.2f} GiB" if plan is not None else ""
+            lines.append(f"    {name:<23} {s['seconds']:>7.1f}   {s.get('peak_memory_gib', float('nan')):>6.2f} GiB"
+                         f"    {plan_text}")
     total = sum(s["seconds"] for s in stages.values())
     lines.append(f"  wall time    {total:.0f} s   record: {Path(out) / 'dress.json'}")
     return "\n".join(lines)

@@ -46,9 +46,16 @@ class Distillation:
         return distillation_loss(student_logits, teacher_logits(self.teacher, input_ids), self.temperature)
 
 
-def frozen_teacher(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with gradients off, in eval mode, on the same device."""
-    teacher = copy.deepcopy(model)
+def frozen_teacher(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of ``model`` with gradients off, in eval mode, on the same device; with ``dtype``
+    (bf16 under ``--bf16``) its floating-point parameters are cast copies, made one tensor at a time
+    so no full-precision duplicate ever exists (a 7B fp32 teacher would cost 27 GB, bf16 13.5 GB)."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        if id(p) not in memo:
+            value = p.detach().to(dtype) if dtype is not None and p.is_floating_point() else p.detach().clone()
+            memo[id(p)] = nn.Parameter(value, requires_grad=False)
+    teacher = copy.deepcopy(model, memo)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()

@@ -15,7 +15,7 @@ Contract of :func:`train`:
   * every ``checkpoint_every`` steps (and at the end) model, optimizer and history are written
     atomically to ``checkpoint_dir``; a NaN/inf loss stops with a DressError and leaves the last
     good checkpoint in place;
-  * bf16 autocast on CUDA when ``bf16``; fp32 otherwise;
+  * bf16 autocast (CUDA or CPU) when ``bf16``; fp32 otherwise;
   * with ``distill`` (a :class:`dress.training.distill.Distillation` of weight ``w``) each micro-batch's loss
     is ``(1 - w) * LM + w * KD``; ``lm_loss`` still logs the plain LM loss and ``distill_loss`` the
     KD term, so curves stay comparable with and without distillation.
@@ -104,7 +104,7 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
     start = 0
     if resume and checkpoint_dir is not None:
         start, history = _resume(engine, checkpoint_dir, model, optimizer)
-    use_bf16 = settings.bf16 and device.type == "cuda"
+    use_bf16 = settings.bf16  # bf16 autocast on CUDA and on CPU (issue 16)
     trained.train()
     t0 = time.perf_counter() - history.seconds
     bar = progress(range(start, settings.steps), desc=settings.desc, initial=start, total=settings.steps, dynamic_ncols=True,

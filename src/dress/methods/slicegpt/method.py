@@ -117,6 +117,8 @@ def slice_model(model: nn.Module, windows: torch.Tensor, k: int, *, batch_size: 
 
 
 # ---- the sequential rotation ---------------------------------------------------------------
+STREAM_DEVICE = torch.device("cpu")  # where the cached calibration stream lives between uses
+
 @torch.no_grad()
 def rotate_and_slice(
     model: nn.Module, adapter: Adapter, windows: torch.Tensor, k: int, batch_size: int = 4, bf16: bool = False
@@ -130,15 +132,17 @@ def rotate_and_slice(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with autocast:
         inputs, layer_kwargs = _layer_inputs(model, layers, windows, batch_size, device)
-    # inputs: list of [b, seq, d] float32 chunks, original coordinates (kept on `device`)
-    values, basis = principal_basis(_second_moment(inputs))
+    # inputs: list of [b, seq, d] float32 chunks, original coordinates, kept in host memory (STREAM_DEVICE):
+    # at paper scale one copy of the stream is 34 GB (1000 x 2048 x 4096 fp32); each chunk visits the
+    # device only while it is used.
+    values, basis = principal_basis(_second_moment(inputs, device))
     energy = [_kept(values, k)]
     first_basis = basis
     like = adapter.decoder_layers(model)[0].get_submodule(blocks[0].writers[0]).weight  # dtype/device
     bk = basis[:, :k].to(device)
     for _, embedding in adapter.named_embeddings(model):
         rotate_embedding(embedding, bk)
-    stream = [(x.double() @ bk).float() for x in inputs]  # [b, seq, k]
+    stream = [(x.to(device).double() @ bk).float().to(STREAM_DEVICE) for x in inputs]  # [b, seq, k]
     del inputs
 
     for i, layer in enumerate(layers):
@@ -147,9 +151,10 @@ def rotate_and_slice(
                 rotate_reader(layer.get_submodule(name), bk)
             with autocast:
                 signals = [
-                    _sub_block_signal(layer, block, x, bk, layer_kwargs[x.shape[0]][i]) for x in stream
+                    _sub_block_signal(layer, block, x.to(device), bk, layer_kwargs[x.shape[0]][i]).to(STREAM_DEVICE)
+                    for x in stream
                 ]  # [b, seq, d] each, original coordinates
-            values, basis = principal_basis(_second_moment(signals))
+            values, basis = principal_basis(_second_moment(signals, device))
             energy.append(_kept(values, k))
             new_bk = basis[:, :k].to(device)
             for name in block.writers:
@@ -159,7 +164,7 @@ def rotate_and_slice(
             norm.pair_with(layer.get_submodule(block.writers[0]))
             bk = new_bk
             if block is blocks[-1]:
-                stream = [(z.double() @ bk).float() for z in signals]  # next layer's input [b, seq, k]
+                stream = [(z.to(device).double() @ bk).float().to(STREAM_DEVICE) for z in signals]  # next input [b, seq, k]
             del signals
 
     _rotate_head(model, adapter, bk, first_basis[:, :k].to(device))
@@ -179,7 +184,7 @@ def _layer_inputs(model, layers, windows, batch_size, device):
         def hook(_module, args, kwargs):
             if index == 0:
                 x = args[0] if args else kwargs["hidden_states"]
-                inputs.append(x.detach().float())
+                inputs.append(x.detach().float().to(STREAM_DEVICE))
             if need_all[0]:
                 rest = {key: value for key, value in kwargs.items() if key != "hidden_states"}
                 if len(args) > 1:
@@ -247,11 +252,12 @@ def _sub_block_signal(layer, block, x, bk, kwargs) -> torch.Tensor:
     return z.reshape(*x.shape[:-1], -1).float()
 
 
-def _second_moment(chunks: Sequence[torch.Tensor]) -> torch.Tensor:
+def _second_moment(chunks: Sequence[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
     d = chunks[0].shape[-1]
-    h = torch.zeros(d, d, dtype=torch.float64, device=chunks[0].device)
+    device = device or chunks[0].device
+    h = torch.zeros(d, d, dtype=torch.float64, device=device)
     for x in chunks:
-        flat = x.reshape(-1, d).double()
+        flat = x.to(device).reshape(-1, d).double()
         h += flat.T @ flat
     return h
 

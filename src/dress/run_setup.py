@@ -1,0 +1,141 @@
+"""What ``dress prune`` settles before it loads anything (issue 16): the preset, bf16 on this
+device, the global batch for this many processes, and the memory plan's verdict.
+
+Contract of :func:`resolve_run`: returns the config the run will use (the preset applied, the
+batches adapted) and the planned stages, or raises :class:`~dress.errors.DressError` with the plan
+when the run will not fit (``skip_memory_check=True`` skips the check). Every change it makes is logged
+and recorded (:func:`run_record`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dress.errors import DressError
+
+
+def resolve_run(config, device: torch.device, runtime):
+    from dress.logs import log
+
+    from dress.training.distributed import adapt_global_batches
+    from dress.presets import apply_preset, default_preset
+
+    name = config.preset or default_preset(config.model, device.type)
+    if config.preset is None and name != "cpu-demo":
+        log.info(f"no --preset: a model that is not bundled, on a GPU, runs the {name!r} protocol "
+            "(pass --preset cpu-demo for the small CPU-sized one)")
+    config = apply_preset(config, name)
+    if device.type == "cuda" and config.bf16 is not False and not cuda_bf16_supported(device):
+        log.warning(f"{torch.cuda.get_device_name(device)} does not support bf16: running in fp32 "
+            "(bf16 needs compute capability 8.0+, e.g. A100/H100; --no-bf16 silences this)")
+        config = config.model_copy(update={"bf16": False})
+    config, notes = adapt_global_batches(config, runtime.world)
+    for note in notes:
+        log.info(f"{note}")
+    planned = None
+    if not config.skip_memory_check:
+        from dress.memory_plan import check_fits
+
+        try:
+            planned = check_fits(config, device.type, runtime.engine, runtime.world)
+        except DressError:
+            raise
+        except Exception as err:  # a custom architecture the plan cannot build: say so, go on
+            log.info(f"memory plan unavailable ({type(err).__name__}: {err}); loading without a check")
+    return config, {"stages": planned, "batch_notes": notes}
+
+
+def cuda_bf16_supported(device: torch.device) -> bool:
+    with torch.cuda.device(device):
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def run_record(config, planned: dict) -> dict:
+    """The record's ``preset``, ``differs_from_preset``, ``memory_plan`` and ``batch_adapted`` entries."""
+    from dress.memory_plan import stages_record
+    from dress.presets import differences
+
+    out = {"preset": config.preset, "differs_from_preset": differences(config)}
+    if planned.get("stages"):
+        out["memory_plan"] = stages_record(planned["stages"])
+    if planned.get("batch_notes"):
+        out["batch_adapted"] = planned["batch_notes"]
+    return out
+
+
+def out_of_memory_error(err: BaseException, stage: str | None, config, device: torch.device, runtime,
+                        work_dir) -> DressError:
+    """A DressError for a CUDA out-of-memory in ``stage``: the plan's advice, and --resume."""
+    from dress.memory_plan import GiB, format_plan, load_shape, plan_all, settings_from_config
+
+    advice = ""
+    try:
+        shape = load_shape(config.model)
+        run = settings_from_config(config, device.type)
+        total = float(torch.cuda.get_device_properties(device).total_memory) if device.type == "cuda" else 0.0
+        if total:
+            plans = plan_all(shape, run, max(runtime.world, 1), total, None)
+            advice = "\n" + format_plan(shape, run, plans, max(runtime.world, 1), total, None)
+    except Exception:  # the advice is a bonus; the error itself must come out
+        advice = ""
+    kept = f" Checkpoints written so far are kept in {work_dir}; fix the setting and rerun with --resume." if work_dir else ""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return DressError(
+        f"out of memory in stage {stage or '?'!s} ({first}).{kept} Levers: --gradient-checkpointing, a smaller "
+        f"--batch-size/--seq-len/--eval-seq-len/--score-batch-size, --bf16, more GPUs or an offload engine "
+        f"(see `dress plan`).{advice}"
+    )
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+           "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def source_dtype_name(spec: str | None) -> str:
+    """The dtype the source checkpoint is stored in (its config's ``dtype``/``torch_dtype``), e.g.
+    ``float16`` for Llama-2; ``float32`` when the config does not say."""
+    from transformers import AutoConfig
+
+    from dress.io.loading import resolve_model_path
+
+    source, path = resolve_model_path(spec)
+    try:
+        cfg = AutoConfig.from_pretrained(str(path) if path is not None else source)
+    except (OSError, ValueError):
+        return "float32"
+    cfg = getattr(cfg, "text_config", None) or cfg
+    name = str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "float32")
+    return name.removeprefix("torch.")
+
+
+def save_dtype(config) -> torch.dtype:
+    """The dtype of the saved model: ``--save-dtype``, or the source's (``source``)."""
+    name = config.save_dtype if config.save_dtype != "source" else source_dtype_name(config.model)
+    return _DTYPES.get(name, torch.float32)
+
+
+def weights_on_disk(folder) -> int | None:
+    """Bytes of the weight files (safetensors / pytorch_model*.bin) in ``folder``, None if none."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    files = [f for pattern in ("*.safetensors", "pytorch_model*.bin") for f in folder.glob(pattern)]
+    return sum(f.stat().st_size for f in files) if files else None
+
+
+def finish_record(record: dict, out, config) -> None:
+    """Add the output's and the input's size on disk to ``record`` and rewrite ``out/dress.json``."""
+    from dress.io.loading import resolve_model_path
+    from dress.io.record import write_record
+
+    _source, path = resolve_model_path(config.model)
+    size_in = weights_on_disk(path) if path is not None else None
+    if size_in is None:  # a hub id: parameters x the stored dtype's bytes
+        params = record.get("parameters", {}).get("before", 0)
+        size_in = params * _DTYPES.get(source_dtype_name(config.model), torch.float32).itemsize
+        estimated = True
+    else:
+        estimated = False
+    record["size_on_disk"] = {"input_bytes": int(size_in), "input_estimated": estimated,
+                              "output_bytes": int(weights_on_disk(out) or 0), "output_dtype": record.get("saved_dtype")}
+    write_record(out, record)
