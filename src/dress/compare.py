@@ -26,7 +26,6 @@ and PNG plots (:mod:`dress.plots`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import time
@@ -39,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dress.errors import DressError
 from dress.record import write_json_atomic
+from dress.resume import digest
 
 RESULTS_JSON = "results.json"
 FORMAT_VERSION = 1
@@ -199,8 +199,7 @@ def _shared(config) -> str:
     return json.dumps({k: dump[k] for k in _SHARED_PREFIXES}, sort_keys=True, default=str)
 
 
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+fingerprint = digest  # one canonical hash for compare's entries and prune's checkpoints (dress.resume)
 
 
 # ---- running -------------------------------------------------------------------------------

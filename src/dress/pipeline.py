@@ -29,11 +29,11 @@ import torch
 
 from dress import __version__
 from dress.adapters import adapter_for, parameter_count
-from dress.checkpoint import check_output_dir, save_model
+from dress.checkpoint import save_model
 from dress.config import PruneConfig
 from dress.distributed import Runtime, current_runtime
 from dress.errors import DressError
-from dress.loading import load_model
+from dress.loading import check_supported_architecture, load_model
 from dress.methods import PruneContext, method_function, method_needs_data
 from dress.training import clear_checkpoint
 
@@ -94,6 +94,7 @@ class Prepared:
     device: torch.device
     bf16: bool
     runtime: Runtime = Runtime()  # this process in a launch (the local default: one process)
+    local_path: Path | None = None  # the model's folder (its tokenizer files are copied when none was loaded)
 
 
 def prepare(
@@ -107,6 +108,7 @@ def prepare(
     main process evaluates."""
     from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples
     from dress.evaluation.perplexity import tokenize_once
+    from dress.resume import recall
 
     runtime = runtime or Runtime()
     device = resolve_device(config, runtime)
@@ -116,8 +118,9 @@ def prepare(
     wants_data = method_needs_data(config) if need_data is None else need_data
     wants_eval = config.evaluate.enabled and runtime.is_main
 
-    # The texts are read before the model, so a typo, a missing file or an offline hub fails in
-    # seconds rather than after a 7B model has loaded.
+    # The architecture (from config.json) and the texts are checked before the model loads, so an
+    # unsupported model, a typo, a missing file or an offline hub fails in seconds, not after 7B weights load.
+    check_supported_architecture(config.model)
     calib_text = eval_text = None
     if wants_data or wants_eval:
         with clock.stage("read text", log), runtime.main_first():
@@ -125,7 +128,7 @@ def prepare(
             eval_text = evaluation_text(config.evaluate.source) if wants_eval else None
 
     with clock.stage("load model", log), runtime.main_first():
-        loaded = load_model(config.model)
+        loaded = load_model(config.model, need_tokenizer=wants_data or wants_eval)
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         adapter = adapter_for(model)
 
@@ -144,9 +147,11 @@ def prepare(
     if wants_eval:
         eval_ids = tokenize_once(tokenizer, eval_text)
         with clock.stage("evaluate dense", log):
-            evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
+            # recorded by an earlier attempt of this run (--resume) when the evaluation settings match
+            evaluation["dense"] = recall("dense_evaluation", config.evaluate.model_dump(),
+                                         lambda: _held_out_ppl(config, model, eval_ids).__dict__)
     return Prepared(model, tokenizer, loaded.source, adapter.stock_after_prune, parameter_count(model),
-                    reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
+                    reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime, loaded.path)
 
 
 def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
@@ -227,19 +232,23 @@ def _distillation(config: PruneConfig, model):
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
+    """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
+    from dress.resume import running
+    from dress.resume import start_run
+
     out = Path(out)
     runtime = current_runtime(config.device)
     log = runtime.main_log(log)
-    if not resume:
-        check_output_dir(out, overwrite)
-    runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
+    state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime, log=log)
     clock = StageClock(resolve_device(config, runtime))
-    prepared = prepare(config, log, clock, runtime=runtime)
-    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
+    with running(state):
+        prepared = prepare(config, log, clock, runtime=runtime)
+        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
     if runtime.is_main:
         model = model.to("cpu")
-        save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
+        save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume,
+                   tokenizer_source=prepared.local_path)
         clear_checkpoint(work_dir)
     runtime.barrier()  # the output is complete when any process returns
     return record

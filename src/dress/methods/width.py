@@ -7,6 +7,7 @@ from dress.adapters import adapter_for
 from dress.methods import MethodOutcome, PruneContext
 from dress.pruning.channels import select_channels
 from dress.pruning.hidden import pruned_width, remove_hidden_channels
+from dress.resume import recall
 
 
 def direct(ctx: PruneContext) -> MethodOutcome:
@@ -30,8 +31,12 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     if note:
         log(f"[dress] {note}")
     with ctx.clock.stage("select channels", log):
-        removed = select_channels(model, d - d_new, config.selection, ctx.scoring_windows())
-        removed = ctx.runtime.broadcast(removed)  # every process removes the main process's choice
+        # every process removes the main process's choice; a resumed run reuses the recorded one
+        removed = recall(
+            "channels_removed", {"selection": config.selection, "count": d - d_new},
+            lambda: ctx.runtime.broadcast(select_channels(model, d - d_new, config.selection, ctx.scoring_windows())),
+            weights=True,
+        )
 
     report: dict = {}
     if regularize_all is not None:
