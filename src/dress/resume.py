@@ -173,16 +173,15 @@ class RunState:
         """The value recorded under ``key`` with the same ``params``, or ``compute()`` (recorded now).
         ``weights``: the value decides weights (a channel choice); it joins the fingerprint."""
         entry = self.recorded.get(key)
-        if entry is not None and entry.get("params") == _canonical(params):
-            value = entry["value"]
-        else:
-            value = compute()
-            self.recorded[key] = {"params": _canonical(params), "value": _canonical(value), "weights": weights}
-            self._write()
-            value = self.recorded[key]["value"]
+        fresh = entry is None or entry.get("params") != _canonical(params)
+        if fresh:
+            entry = {"params": _canonical(params), "value": _canonical(compute()), "weights": weights}
+            self.recorded[key] = entry
         if weights:
-            self.fingerprint = {**self.fingerprint, key: _canonical(value)}
-        return value
+            self.fingerprint = {**self.fingerprint, key: entry["value"]}
+        if fresh:
+            self._write()
+        return entry["value"]
 
     def has(self, key: str) -> bool:
         return key in self.recorded
