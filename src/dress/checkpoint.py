@@ -88,7 +88,7 @@ def atomic_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
         kept = f"; the previous {out} is untouched" if out.exists() else ""
         raise DressError(
             f"writing {out} failed ({err.strerror or err}){kept}. Free disk space (or choose another --out) and "
-            "rerun with --resume: the training checkpoints are kept"
+            "rerun the same command with --resume: the checkpoints of its training stages are kept"
         ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

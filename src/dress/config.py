@@ -6,6 +6,7 @@ output's ``dress.json``, so a run can be repeated from its record.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -135,6 +136,13 @@ class PruneConfig(_Strict):
     device: str | None = None  # None: cuda if available, else cpu
     bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
     seed: int = 0
+
+    @field_validator("ratio", mode="before")
+    @classmethod
+    def _finite_ratio(cls, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a number strictly between 0 and 1 (e.g. 0.25), not {value}")
+        return value
 
     @field_validator("ratio")
     @classmethod

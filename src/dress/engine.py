@@ -97,8 +97,9 @@ class LocalEngine:
     def mean(self, values: list[float]) -> list[float]:
         return values
 
-    def clip(self, model: nn.Module, params: list[torch.Tensor]) -> None:
-        torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
+    def clip(self, model: nn.Module, params: list[torch.Tensor]):
+        """Clip the gradients; returns their total norm (before clipping)."""
+        return torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
 
     def after_step(self, hook: Callable[[int, float], float | None], step: int, lr_t: float) -> float | None:
         return hook(step, lr_t)
@@ -217,8 +218,8 @@ class AccelerateEngine(LocalEngine):
     def mean(self, values: list[float]) -> list[float]:
         return self.runtime.mean(values)
 
-    def clip(self, model: nn.Module, params: list[torch.Tensor]) -> None:
-        self.accelerator.clip_grad_norm_(params, self.settings.max_grad_norm)
+    def clip(self, model: nn.Module, params: list[torch.Tensor]):
+        return self.accelerator.clip_grad_norm_(params, self.settings.max_grad_norm)
 
     def after_step(self, hook, step: int, lr_t: float) -> float | None:
         if not self.sharded:

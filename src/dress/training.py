@@ -184,7 +184,11 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
             lm_loss, extra_total, kd_total = engine.mean([lm_loss, extra_total, kd_total])  # global means
             if not math.isfinite(lm_loss + extra_total + kd_total):
                 raise DressError(_diverged(settings, step, lm_loss + extra_total + kd_total, checkpoint_dir))
-            engine.clip(trained, params)
+            norm = engine.clip(trained, params)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor (collective on every rank)
+                norm = norm.full_tensor()
+            if norm is not None and not math.isfinite(float(norm)):  # stop before a NaN step reaches the weights
+                raise DressError(_diverged(settings, step, float(norm), checkpoint_dir, what="the gradient norm"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             reg = engine.after_step(after_step, step, lr_t) if after_step else None
@@ -234,6 +238,9 @@ def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int,
         names = None if final else optimizer_param_names(model, optimizer)
     if not engine.is_main:
         return
+    if not all(torch.isfinite(t).all() for t in model_state.values() if t.is_floating_point()):
+        # never replace the last good checkpoint with non-finite weights
+        raise DressError(_diverged(settings, step - 1, float("nan"), directory, what="the weights"))
     tensors = description = None
     if optim_state is not None:
         tensors, description = flatten_optimizer(optim_state, names)
@@ -265,13 +272,18 @@ def _resume(engine, directory: Path, model: nn.Module, optimizer, settings: Trai
     return step, TrainHistory.from_dict(loaded["state"]["history"])
 
 
-def _diverged(settings: TrainSettings, step: int, loss: float, checkpoint_dir: Path | None) -> str:
+def _diverged(settings: TrainSettings, step: int, loss: float, checkpoint_dir: Path | None,
+              what: str = "the training loss") -> str:
     from dress.train_state import STATE_JSON
 
     kept = ""
     if checkpoint_dir is not None and (checkpoint_dir / STATE_JSON).is_file():
-        kept = f"; the last good checkpoint is kept in {checkpoint_dir}"
-    return (f"{settings.desc}: the training loss became {loss} at step {step + 1} (training diverged){kept}. "
+        import json
+
+        good = json.loads((checkpoint_dir / STATE_JSON).read_text()).get("step")
+        kept = f"; the last good checkpoint (step {good}) is kept in {checkpoint_dir}"
+    became = f"became {loss}" if what != "the weights" else "became NaN/inf"
+    return (f"{settings.desc}: {what} {became} at step {step + 1} (training diverged){kept}. "
             "Lower the stage's learning rate (e.g. halve --lr / --rft-lr / --trsp-lr) and rerun with --overwrite")
 
 
