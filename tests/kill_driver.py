@@ -40,18 +40,18 @@ def install(seconds: float) -> None:
     import safetensors.torch
     import transformers.modeling_utils  # noqa: F401 - binds the real save_file for the output's weights
 
-    import dress.checkpoint
-    import dress.engine
-    import dress.methods.width
+    import dress.io.saving
+    import dress.training.engine
+    import dress.methods.dress.method
     import dress.pipeline
 
-    wrap(dress.checkpoint, "load_checkpoint", "load", seconds)
-    wrap(dress.methods.width, "select_channels", "score", seconds)
-    wrap(dress.engine.LocalEngine, "clip", "step", seconds)
+    wrap(dress.io.saving, "load_checkpoint", "load", seconds)
+    wrap(dress.methods.dress.method, "select_channels", "score", seconds)
+    wrap(dress.training.engine.LocalEngine, "clip", "step", seconds)
     wrap(safetensors.torch, "save_file", "checkpoint", seconds / 2, after=True)  # training checkpoints only
-    wrap(dress.methods.width, "remove_hidden_channels", "remove", seconds)
+    wrap(dress.methods.dress.method, "remove_hidden_channels", "remove", seconds)
     wrap(dress.pipeline, "_held_out_ppl", "evaluate", seconds / 2)
-    wrap(dress.checkpoint, "write_record", "write", seconds)
+    wrap(dress.io.saving, "write_record", "write", seconds)
 
 
 if __name__ == "__main__":

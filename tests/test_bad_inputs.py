@@ -1,4 +1,4 @@
-"""Every bad input to `dress prune` gets one `error:` line that says what to do, exit status 2, no
+"""Every bad input to `dress prune` gets one `error:` line that says what to do, exit status 1, no
 traceback, and nothing half-written (no output folder, no temporary sibling). Tiny models only.
 docs/robustness.md lists these inputs with their messages."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def refused(capsys, argv: list[str], out: Path, *expected: str) -> str:
     """Run ``dress`` with ``argv``; it must fail with one ``error:`` line naming ``expected`` and
     leave neither ``out`` nor a temporary sibling of it."""
     capsys.readouterr()
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not _progress(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -38,12 +39,22 @@ def refused(capsys, argv: list[str], out: Path, *expected: str) -> str:
     for text in expected:
         assert text in lines[0], (text, lines[0])
     assert not out.exists() and not list(out.parent.glob(f".{out.name}.*")), list(out.parent.iterdir())
+    _report(argv, lines[0])
     return lines[0]
 
 
+def _report(argv: list[str], line: str) -> None:
+    """With DRESS_BAD_INPUT_REPORT=FILE, append (test, message) as a JSON line (docs/robustness.md)."""
+    path = os.environ.get("DRESS_BAD_INPUT_REPORT")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, "message": line}) + "\n")
+
+
 def _progress(line: str) -> bool:
-    """tqdm bars (stderr), which are not messages."""
-    return bool(re.search(r"\d+%\|", line)) or "it/s]" in line or "window/s]" in line
+    """Progress logging (``[dress] stage ...``) and tqdm bars on stderr, which are not messages."""
+    return line.startswith("[dress") or bool(re.search(r"\d+%\|", line)) or "it/s]" in line or "window/s]" in line
 
 
 def prune_args(model, out, *extra) -> list[str]:
@@ -76,7 +87,7 @@ def test_folder_without_weights(tiny, tmp_path, capsys):
 def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path, capsys, monkeypatch):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    import dress.checkpoint
+    import dress.io.saving
 
     folder = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(folder)
@@ -85,7 +96,7 @@ def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path,
     def no_loading(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(dress.checkpoint, "load_checkpoint", no_loading)
+    monkeypatch.setattr(dress.io.saving, "load_checkpoint", no_loading)
     refused(capsys, prune_args(folder, tmp_path / "o", *NO_TEXT), tmp_path / "o",
             "'gpt2'", "not supported", "llama")
 
@@ -134,7 +145,7 @@ def test_existing_output(tiny, tmp_path, capsys):
     out.mkdir()
     (out / "mine.txt").write_text("keep")
     capsys.readouterr()
-    assert main(prune_args(model, out, *NO_TEXT)) == 2
+    assert main(prune_args(model, out, *NO_TEXT)) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--overwrite" in err and (out / "mine.txt").read_text() == "keep"
 
@@ -152,7 +163,7 @@ def test_a_full_disk_while_writing_keeps_the_previous_output(tiny, tmp_path, cap
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk)  # save_pretrained's writer
     capsys.readouterr()
-    assert main(prune_args(model, out, *NO_TEXT, "--ratio", "0.5", "--overwrite")) == 2
+    assert main(prune_args(model, out, *NO_TEXT, "--ratio", "0.5", "--overwrite")) == 1
     err = capsys.readouterr().err
     assert "error: writing" in err and "No space left on device" in err and "previous" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old output, whole
@@ -162,7 +173,7 @@ def test_a_full_disk_while_writing_keeps_the_previous_output(tiny, tmp_path, cap
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny, tmp_path, capsys, monkeypatch):
     import safetensors.torch
 
-    import dress.train_state as ts
+    import dress.training.checkpoint as ts
 
     model, corpus = tiny
     out = tmp_path / "o"
@@ -177,7 +188,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny, tmp
     monkeypatch.setattr(safetensors.torch, "save_file", fills_up)
     capsys.readouterr()
     argv = prune_args(model, out, *QUICK, "--calib", str(corpus), "--no-eval", "--checkpoint-every", "1")
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert "could not write the training checkpoint" in err and "--resume" in err
     work = tmp_path / "o.checkpoints" / "regularize"
@@ -189,7 +200,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tiny, tmp
 
 # ---- training -----------------------------------------------------------------------------------
 def test_diverging_training_stops_with_advice_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys, monkeypatch):
-    import dress.training as training
+    import dress.training.loop as training
 
     model, corpus = tiny
     real = training.learning_rate

@@ -30,7 +30,7 @@ def prune(model, corpus, out, *extra):
 
 def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
     """Let ``n`` training checkpoints be written, then stop the run as Ctrl-C (or a crash) would."""
-    import dress.training as training
+    import dress.training.loop as training
 
     real = training._checkpoint
     calls = {"n": 0}
@@ -84,7 +84,7 @@ def test_resume_with_other_settings_is_refused_naming_what_differs(tiny, tmp_pat
     out = tmp_path / "out"
     work = interrupted(monkeypatch, model, corpus, out, 1)
     capsys.readouterr()
-    assert prune(model, corpus, out, "--resume", *change) == 2
+    assert prune(model, corpus, out, "--resume", *change) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --resume refused") and named in err and "--overwrite" in err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -97,13 +97,13 @@ def test_resume_with_another_calibration_file_or_model_is_refused(tiny, tmp_path
     interrupted(monkeypatch, model, corpus, out, 1)
     corpus.write_text(corpus.read_text() + "\n\none more document about a red cat.\n")  # same path, other text
     capsys.readouterr()
-    assert prune(model, corpus, out, "--resume") == 2
+    assert prune(model, corpus, out, "--resume") == 1
     assert "calibration_file_sha256" in capsys.readouterr().err
     write_corpus(corpus)  # the original text again
     save_tiny(model, "llama", seed=5)  # the same folder now holds other weights... of the same size
     (model / "config.json").write_text((model / "config.json").read_text().replace('"rms_norm_eps": 1e-06',
                                                                                  '"rms_norm_eps": 1e-05'))
-    assert prune(model, corpus, out, "--resume") == 2
+    assert prune(model, corpus, out, "--resume") == 1
     assert "model.config_sha256" in capsys.readouterr().err
 
 
@@ -120,7 +120,7 @@ def test_resume_on_a_finished_output_is_refused_unless_overwrite(tiny, tmp_path,
     assert prune(model, corpus, out) == 0
     before = (out / "dress.json").read_text()
     capsys.readouterr()
-    assert prune(model, corpus, out, "--resume") == 2
+    assert prune(model, corpus, out, "--resume") == 1
     err = capsys.readouterr().err
     assert "already a finished output" in err and "--overwrite" in err
     assert (out / "dress.json").read_text() == before
@@ -132,14 +132,14 @@ def test_leftover_checkpoints_need_resume_or_overwrite(tiny, tmp_path, monkeypat
     out = tmp_path / "out"
     work = interrupted(monkeypatch, model, corpus, out, 1)
     capsys.readouterr()
-    assert prune(model, corpus, out) == 2
+    assert prune(model, corpus, out) == 1
     assert "--resume to continue it" in capsys.readouterr().err and work.exists()
     assert prune(model, corpus, out, "--overwrite") == 0
     assert out.is_dir() and not work.exists()
 
 
 def test_resume_reuses_the_recorded_dense_evaluation_and_channel_choice(tiny, tmp_path, monkeypatch):
-    import dress.methods.width as width
+    import dress.methods.dress.method as width
 
     model, corpus = tiny
     out = tmp_path / "out"
@@ -216,14 +216,14 @@ def test_a_pickled_checkpoint_is_refused_not_loaded(tiny, tmp_path, capsys):
     (work / "regularize").mkdir(parents=True)
     marker = tmp_path / "pwned"
     (work / "regularize" / "state.pt").write_bytes(pickle.dumps(_Payload(marker)))
-    assert prune(model, corpus, out, "--resume") == 2
+    assert prune(model, corpus, out, "--resume") == 1
     err = capsys.readouterr().err
     assert "no longer loads pickles" in err and "Traceback" not in err
     assert not marker.exists() and not out.exists()
 
 
 def test_checkpoint_round_trip_keeps_tied_weights_optimizer_and_rng(tmp_path):
-    from dress.train_state import (
+    from dress.training.checkpoint import (
         flatten_optimizer,
         load_into,
         optimizer_param_names,

@@ -13,7 +13,7 @@ Contract:
   :meth:`RunState.recall` as soon as they are known.
 * :meth:`RunState.open` refuses, with the list of differences, to resume a work folder whose
   fingerprint differs from this run's; every training checkpoint records the fingerprint as well
-  (:mod:`dress.train_state`) and is checked the same way when it is loaded.
+  (:mod:`dress.training.checkpoint`) and is checked the same way when it is loaded.
 * :meth:`RunState.recall` returns a value recorded by an earlier attempt of the same run (e.g.
   the dense perplexity) when its parameters match, and computes and records it otherwise.
 """
@@ -32,9 +32,10 @@ from dress.errors import DressError
 
 RUN_JSON = "run.json"
 FORMAT = 1
-# Settings that cannot change a weight: a resume may change them freely.
-_NOT_WEIGHTS = ("evaluate", "regularize.checkpoint_every", "trsp.checkpoint_every",
-                "regularize.gradient_checkpointing", "trsp.gradient_checkpointing")
+# Settings that cannot change a weight: a resume may change them freely. A block name drops the
+# block; a leaf name drops that field from every block (each training stage has both).
+_NOT_WEIGHTS_BLOCKS = ("evaluate",)
+_NOT_WEIGHTS_FIELDS = ("checkpoint_every", "gradient_checkpointing")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
@@ -80,12 +81,12 @@ def weight_settings(config) -> dict:
     which :func:`model_identity` covers)."""
     dump = config.model_dump()
     dump.pop("model", None)
-    for dotted in _NOT_WEIGHTS:
-        node = dump
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.get(key, {})
-        node.pop(leaf, None)
+    for block in _NOT_WEIGHTS_BLOCKS:
+        dump.pop(block, None)
+    for value in dump.values():
+        if isinstance(value, dict):
+            for leaf in _NOT_WEIGHTS_FIELDS:
+                value.pop(leaf, None)
     return dump
 
 
@@ -189,7 +190,7 @@ class RunState:
     def _write(self) -> None:
         if not self.writer:
             return
-        from dress.record import write_json_atomic
+        from dress.io.record import write_json_atomic
 
         write_json_atomic(self.work_dir / RUN_JSON, {"fingerprint": self.fingerprint, "recorded": self.recorded})
 
@@ -217,7 +218,7 @@ def check_same_run(stored: dict, current: dict, where: Path) -> None:
 
 def _canonical(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, tensors lists)."""
-    from dress.record import _jsonable
+    from dress.io.record import _jsonable
 
     return json.loads(json.dumps(value, default=_jsonable))
 
@@ -269,9 +270,9 @@ def start_run(config, out: Path, work_dir: Path, *, overwrite: bool, resume: boo
     Returns the run's :class:`RunState` (to activate with :func:`running`)."""
     import shutil
 
-    from dress.checkpoint import check_output_dir, remove_stale_partials
-    from dress.distributed import Runtime
-    from dress.loading import resolve_model_path
+    from dress.io.saving import check_output_dir, remove_stale_partials
+    from dress.training.distributed import Runtime
+    from dress.io.loading import resolve_model_path
 
     runtime = runtime or Runtime()
     out, work_dir = Path(out), Path(work_dir)
