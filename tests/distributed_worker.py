@@ -73,16 +73,16 @@ def _interrupted_run(checkpoint_dir: Path) -> None:
 def _record_resumed_step(path: Path) -> None:
     """Write the step a sharded resume starts from (a resume that found nothing starts at 0 and
     would still reach the uninterrupted weights, so the test needs to see it)."""
-    from dress.training.engine import AccelerateEngine
+    import dress.training.loop as training
 
-    real = AccelerateEngine.load_sharded
+    real = training._resume
 
-    def load_sharded(self, directory):
-        loaded = real(self, directory)
-        path.write_text(str(None if loaded is None else loaded[0]))
-        return loaded
+    def resume(*args, **kwargs):
+        start, history = real(*args, **kwargs)
+        path.write_text(str(start))
+        return start, history
 
-    AccelerateEngine.load_sharded = load_sharded
+    training._resume = resume
 
 
 def _fsdp2_proximal(out: Path, rank: int) -> None:
@@ -144,7 +144,7 @@ def main(out: Path, mode: str) -> None:
             torch.save(model.state_dict(), out / f"{prefix}{name}.pt")
     _interrupted_run(out / f"{prefix}resume")
     if mode == "fsdp" and runtime.is_main:  # the 1-process resume will checkpoint over it
-        progress = json.loads((out / "fsdp_resume" / "state" / "progress.json").read_text())
+        progress = json.loads((out / "fsdp_resume" / "state.json").read_text())
         (out / "fsdp_interrupted_at.txt").write_text(str(progress["step"]))
     if mode == "ddp":
         _fsdp2_proximal(out, runtime.rank)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,13 @@ class _PruneBase(StrictConfig):
         None, description="named protocol: cpu-demo (small, 2-core CPU) or paper (WikiText-2 1000 x 2048, split 3:1, "
         "eval at 2048); options typed beside it override it (default: paper for a non-bundled model on a GPU, "
         "else cpu-demo)")
+
+    @field_validator("ratio", mode="before")
+    @classmethod
+    def _finite_ratio(cls, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a number strictly between 0 and 1 (e.g. 0.25), not {value}")
+        return value
 
     @field_validator("ratio")
     @classmethod

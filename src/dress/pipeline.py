@@ -29,11 +29,11 @@ import torch
 
 from dress import __version__
 from dress.adapters import adapter_for, parameter_count
-from dress.io.saving import check_output_dir, save_model
+from dress.io.saving import save_model
 from dress.config import PruneConfig
 from dress.training.distributed import Runtime, current_runtime
 from dress.errors import DressError
-from dress.io.loading import load_model
+from dress.io.loading import check_supported_architecture, load_model
 from dress.logs import log, only_main_process
 from dress.methods import get as get_method
 from dress.methods.base import PruneContext
@@ -95,6 +95,7 @@ class Prepared:
     device: torch.device
     bf16: bool
     runtime: Runtime = Runtime()  # this process in a launch (the local default: one process)
+    local_path: Path | None = None  # the model's folder (its tokenizer files are copied when none was loaded)
 
 
 def method_needs_data(config: PruneConfig) -> bool:
@@ -117,6 +118,7 @@ def prepare(
     ``config.model``; ``calibration``: draw the windows from this text instead of ``config.data.calib``."""
     from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples, text_source
     from dress.evaluation.perplexity import tokenize_once
+    from dress.resume import recall
 
     runtime = runtime or Runtime()
     device = resolve_device(config, runtime)
@@ -126,8 +128,10 @@ def prepare(
     wants_data = method_needs_data(config) if need_data is None else need_data
     wants_eval = config.evaluate.enabled and runtime.is_main
 
-    # The texts are read before the model, so a typo, a missing file or an offline hub fails in
-    # seconds rather than after a 7B model has loaded.
+    # The architecture (from config.json) and the texts are checked before the model loads, so an
+    # unsupported model, a typo, a missing file or an offline hub fails in seconds, not after 7B weights load.
+    if model is None:
+        check_supported_architecture(config.model)
     calib_text = eval_text = None
     if wants_data or wants_eval:
         with clock.stage("read text"), runtime.main_first():
@@ -136,9 +140,10 @@ def prepare(
             eval_text = evaluation_text(config.evaluate.source) if wants_eval else None
 
     with clock.stage("load model"), runtime.main_first():
+        local_path = None
         if model is None:
-            loaded = load_model(config.model)
-            model, tokenizer, source = loaded.model, loaded.tokenizer, loaded.source
+            loaded = load_model(config.model, need_tokenizer=wants_data or wants_eval)
+            model, tokenizer, source, local_path = loaded.model, loaded.tokenizer, loaded.source, loaded.path
             if device.type == "cpu":
                 _own_memory(model)
         else:
@@ -163,9 +168,11 @@ def prepare(
     if wants_eval:
         eval_ids = tokenize_once(tokenizer, eval_text)
         with clock.stage("evaluate dense"):
-            evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
+            # recorded by an earlier attempt of this run (--resume) when the evaluation settings match
+            evaluation["dense"] = recall("dense_evaluation", config.evaluate.model_dump(),
+                                         lambda: _held_out_ppl(config, model, eval_ids).__dict__)
     return Prepared(model, tokenizer, source, adapter.stock_after_prune, parameter_count(model),
-                    reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
+                    reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime, local_path)
 
 
 @torch.no_grad()
@@ -262,19 +269,21 @@ def _distillation(config: PruneConfig, model, bf16: bool = False):
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
+    """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
+    from dress.resume import running, start_run
+
     out = Path(out)
     runtime = current_runtime(config.device)
     only_main_process(runtime.is_main)
-    if not resume:
-        check_output_dir(out, overwrite)
-    runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
     device = resolve_device(config, runtime)
     config, planned = resolve_run(config, device, runtime)  # issue 16: preset, bf16, batch, memory plan
+    state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime)
     clock = StageClock(device)
     try:
-        prepared = prepare(config, clock, runtime=runtime)
-        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
+        with running(state):
+            prepared = prepare(config, clock, runtime=runtime)
+            model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
     except torch.OutOfMemoryError as err:
         raise out_of_memory_error(err, clock.current, config, device, runtime, work_dir) from None
     record.update(run_record(config, planned))
@@ -284,7 +293,8 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         dtype = save_dtype(config)
         model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
         record["saved_dtype"] = str(dtype).removeprefix("torch.")
-        save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)
+        save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume,
+                   tokenizer_source=prepared.local_path)
         finish_record(record, out, config)
         clear_checkpoint(work_dir)
     runtime.barrier()  # the output is complete when any process returns

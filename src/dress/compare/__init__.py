@@ -26,7 +26,6 @@ and PNG plots (:mod:`dress.compare.report`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import logging
@@ -41,6 +40,7 @@ from dress.config import expand_dotted, merge_trees as _merge
 
 from dress.errors import DressError
 from dress.io.record import slug, write_json_atomic
+from dress.resume import digest
 
 log = logging.getLogger("dress.compare")
 RESULTS_JSON = "results.json"
@@ -152,8 +152,7 @@ def _shared(config) -> str:
     return json.dumps({k: dump[k] for k in _SHARED_PREFIXES}, sort_keys=True, default=str)
 
 
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+fingerprint = digest  # one canonical hash for compare's entries and prune's checkpoints (dress.resume)
 
 
 # ---- running -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ results that stock transformers cannot build (see :mod:`dress.io.saving`).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,17 @@ def resolve_model_path(spec: str | None) -> tuple[str, Path | None]:
 
 
 def _check_hub_reachable(repo_id: str, timeout: float = 8.0) -> None:
-    """Fail fast, with advice, when a hub id cannot be fetched."""
-    from huggingface_hub import try_to_load_from_cache
+    """Fail fast, with advice, when a hub id cannot be fetched: fetch its ``config.json`` through
+    the hub client itself (``hf_hub_download``), which sends the user's token (``hf auth login`` or
+    ``HF_TOKEN``), so a private repository the user may read works and a gated one is named as such."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
@@ -75,44 +85,108 @@ def _check_hub_reachable(repo_id: str, timeout: float = 8.0) -> None:
             "Unset HF_HUB_OFFLINE, download it on a connected machine, or pass a local folder "
             "or a bundled model (smollm2-135m, gemma3-270m)."
         )
-    import urllib.error
-    import urllib.request
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    url = f"{endpoint}/api/models/{repo_id}"
+    login = "log in with `hf auth login` (or set HF_TOKEN)"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403):
-            raise DressError(
-                f"the hub refused access to {repo_id!r} (HTTP {err.code}); it may be gated: accept its "
-                "licence on huggingface.co and run `huggingface-cli login`"
-            ) from None
-        if err.code == 404:
-            raise DressError(f"no model {repo_id!r} on the Hugging Face hub; check the spelling") from None
-        return  # other statuses: let transformers report it
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        reason = getattr(err, "reason", err)
+        hf_hub_download(repo_id, "config.json", etag_timeout=timeout, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    except GatedRepoError:
         raise DressError(
-            f"cannot reach the Hugging Face hub to fetch {repo_id!r} ({reason}). Work offline with a "
-            "local model folder or a bundled model (smollm2-135m, gemma3-270m)."
+            f"{repo_id!r} is gated: accept its licence on its page at huggingface.co with your account, then "
+            f"{login}"
+        ) from None
+    except RepositoryNotFoundError:
+        raise DressError(
+            f"no model {repo_id!r} that you can read on the Hugging Face hub: check the spelling; if it is private, "
+            f"{login} with an account that may read it"
+        ) from None
+    except RevisionNotFoundError as err:
+        raise DressError(f"{repo_id!r}: {err}") from None
+    except LocalEntryNotFoundError:
+        raise DressError(
+            f"cannot reach the Hugging Face hub to fetch {repo_id!r} and it is not in the local cache. Work "
+            "offline with a local model folder or a bundled model (smollm2-135m, gemma3-270m)."
+        ) from None
+    except HfHubHTTPError as err:
+        raise DressError(f"the Hugging Face hub refused {repo_id!r}: {err}") from None
+    except OSError as err:
+        raise DressError(
+            f"cannot reach the Hugging Face hub to fetch {repo_id!r} ({err}). Work offline with a local model "
+            "folder or a bundled model (smollm2-135m, gemma3-270m)."
         ) from None
 
 
-def load_model(spec: str | None = None, *, dtype: torch.dtype = torch.float32, device: str | None = None) -> LoadedModel:
-    """Load model and tokenizer for ``spec`` (see :func:`resolve_model_path`)."""
-    from transformers import AutoTokenizer
+def read_model_config(path: Path) -> dict:
+    """``config.json`` of a local model folder as a dict, or DressError saying what is wrong."""
+    file = Path(path) / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DressError(f"{file} is not a text file; restore the model folder (re-download or re-copy it)") from None
+    except json.JSONDecodeError as err:
+        raise DressError(
+            f"{file} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); restore the model folder "
+            "(re-download or re-copy it)"
+        ) from None
+    except OSError as err:
+        raise DressError(f"cannot read {file} ({err.strerror or err})") from None
+    if not isinstance(config, dict):
+        raise DressError(f"{file} does not hold a JSON object; restore the model folder")
+    return config
 
+
+def check_supported_architecture(spec: str | None) -> None:
+    """For a local (or bundled) model folder: refuse an architecture dress cannot prune from its
+    ``config.json``, before any weight is read. Hub ids are checked once their config is fetched."""
+    from dress.adapters import SUPPORTED_MODEL_TYPES
+
+    _, path = resolve_model_path(spec)
+    if path is None:
+        return
+    config = read_model_config(path)
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        arch = ", ".join(config.get("architectures") or []) or "unknown architecture"
+        raise DressError(
+            f"model type {model_type!r} ({arch}) in {path / 'config.json'} is not supported; dress supports: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
+def load_model(
+    spec: str | None = None, *, dtype: torch.dtype = torch.float32, device: str | None = None, need_tokenizer: bool = True
+) -> LoadedModel:
+    """Load model and tokenizer for ``spec`` (see :func:`resolve_model_path`). With
+    ``need_tokenizer=False`` (no text will be read) a missing or unreadable tokenizer is None."""
     from dress.io.saving import load_checkpoint
 
     source, path = resolve_model_path(spec)
+    if path is not None:
+        read_model_config(path)  # a broken config.json is named as such, not as a transformers traceback
     where = str(path) if path is not None else source
     model = load_checkpoint(where, dtype=dtype)
     if device:
         model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(where)
+    tokenizer = load_tokenizer(where, required=need_tokenizer)
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, path=path)
+
+
+def load_tokenizer(where: str, required: bool = True):
+    """``AutoTokenizer.from_pretrained(where)``; a failure is a DressError with advice, or None when
+    the tokenizer is not ``required``."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(where)
+    except Exception as err:  # noqa: BLE001 - transformers raises many types for a missing/odd tokenizer
+        if not required:
+            return None
+        hint = ""
+        if "sentencepiece" in str(err).lower():
+            hint = " The tokenizer needs the sentencepiece package: pip install sentencepiece."
+        raise DressError(
+            f"cannot read the tokenizer of {where} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})."
+            f"{hint} Add the model's tokenizer files (tokenizer.json or tokenizer.model with tokenizer_config.json), "
+            "or run without text: --method direct --selection last --no-rft --no-eval"
+        ) from None
 
 
 def load(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

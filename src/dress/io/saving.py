@@ -38,15 +38,58 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+PARTIAL = ".{name}.partial-{pid}-"  # a temporary output of process pid (mkdtemp adds a random suffix)
+
+
+def remove_stale_partials(out: str | Path) -> list[Path]:
+    """Delete temporary siblings of ``out`` left by a process that was killed while writing (their
+    process is gone); returns what was removed. Folders of a live process are left alone."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for tmp in out.parent.glob(f".{out.name}.partial-*"):
+        pid = tmp.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``out``, on error it is deleted."""
+    """Yield a temporary folder; on success it replaces ``out``, on error it is deleted (and an
+    ``OSError`` such as a full disk becomes a DressError): ``out`` is the old output or the new
+    one, never a mixture."""
     out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=PARTIAL.format(name=out.name, pid=os.getpid()), dir=out.parent))
+    except OSError as err:
+        raise DressError(f"cannot create the output folder beside {out} ({err.strerror or err})") from None
     give_default_permissions(tmp)
     try:
         yield tmp
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"; the previous {out} is untouched" if out.exists() else ""
+        raise DressError(
+            f"writing {out} failed ({err.strerror or err}){kept}. Free disk space (or choose another --out) and "
+            "rerun the same command with --resume: the checkpoints of its training stages are kept"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -59,8 +102,14 @@ def atomic_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
         os.replace(tmp, out)
 
 
-def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overwrite: bool = False) -> Path:
-    """Save weights (safetensors), config, tokenizer and ``dress.json`` atomically to ``out``."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+
+def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overwrite: bool = False,
+               tokenizer_source: str | Path | None = None) -> Path:
+    """Save weights (safetensors), config, tokenizer and ``dress.json`` atomically to ``out``.
+    Without a loaded ``tokenizer``, the tokenizer files of ``tokenizer_source`` (if any) are copied."""
     with atomic_output_dir(out, overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
@@ -68,6 +117,10 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
 
             tokenizer.save_pretrained(tmp)
             make_portable(tmp)  # readable by transformers 4 too (llama.cpp's converter, older stacks)
+        elif tokenizer_source is not None:
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer_source) / name).is_file():
+                    shutil.copyfile(Path(tokenizer_source) / name, tmp / name)
         write_record(tmp, record)
     return Path(out)
 
@@ -82,6 +135,9 @@ def load_checkpoint(where: str | Path, dtype: torch.dtype = torch.float32) -> nn
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
         except (ValueError, KeyError) as err:
             raise DressError(f"transformers cannot load {where} as a causal LM: {err}") from None
+        except OSError as err:  # e.g. no weight files, or a truncated one
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DressError(f"cannot load the weights of {where} ({first}); restore the model folder") from None
         return model.eval()
     return _load_with_replay(Path(where), record, dtype)
 

@@ -2,7 +2,7 @@
 backward, clip, apply the step hook, checkpoint and hand the trained model back.
 
 :class:`LocalEngine` -- one process, plain PyTorch: the loop dress always had (the same tensor
-operations in the same order, the same ``state.pt`` checkpoints).
+operations in the same order, the same checkpoints (:mod:`dress.training.checkpoint`)).
 
 :class:`AccelerateEngine` -- a launched process (see :mod:`dress.training.distributed`); accelerate does the
 parallelism, dress never writes its own:
@@ -12,8 +12,8 @@ parallelism, dress never writes its own:
   runs its share of the global batch (:func:`dress.training.distributed.rank_micro_batches`); gradients
   are averaged once per optimizer step (``no_sync`` on the other micro-batches); the weights stay
   identical on every rank, so the step hook (the proximal step) runs unchanged on each. Checkpoints
-  are the single-process ``state.pt``, written by the main process: a run resumes on any number
-  of processes, one included.
+  are the single-process format (:mod:`dress.training.checkpoint`), written by the main process: a run
+  resumes on any number of processes, one included.
 * **FSDP2 / DeepSpeed ZeRO** (sharded): accelerate shards a *twin* of the caller's model -- a deep
   copy whose parameters start as views of the caller's, so it costs no memory -- while the
   caller's model waits on the CPU. The proximal step runs on the shards
@@ -21,9 +21,12 @@ parallelism, dress never writes its own:
   are refused. After the last step the trained weights are gathered one tensor at a time into the
   caller's parameters and the model returns to its device: everything after training (removal,
   LoRA merge, evaluation, saving) sees a plain model changed in place, as in one process.
-  Checkpoints are ``accelerator.save_state`` (sharded; FSDP's distributed checkpoint reshards on
-  load, so a different number of processes may resume; DeepSpeed needs the same number) plus
-  ``progress.json``. The FSDP2 path runs in the test suite on CPU (tests/cpu_fsdp.py).
+  Checkpoints are the one format of :mod:`dress.training.checkpoint` (safetensors + JSON): the full weights
+  and optimizer state are gathered to the main process (``torch.distributed.checkpoint.state_dict``
+  with ``full_state_dict``; DeepSpeed: its ``safe_get_full_*`` helpers) and written like a single
+  process's; every rank loads them back into its shards, so any engine and any number of
+  processes may resume any checkpoint. The FSDP2 path runs in the test suite on CPU
+  (tests/cpu_fsdp.py); the DeepSpeed path has not run.
 """
 
 from __future__ import annotations
@@ -31,9 +34,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,9 +43,6 @@ from torch import nn
 from dress.training.distributed import Runtime, current_runtime, rank_micro_batches
 from dress.errors import DressError
 from dress.training.schedule import batch_indices
-
-SHARDED_STATE = "state"  # checkpoint_dir/state/: accelerate's save_state + progress.json
-PROGRESS = "progress.json"
 
 
 def make_optimizer(param_groups: list[dict], settings, optimizer_class=None) -> torch.optim.Optimizer:
@@ -98,8 +95,9 @@ class LocalEngine:
     def mean(self, values: list[float]) -> list[float]:
         return values
 
-    def clip(self, model: nn.Module, params: list[torch.Tensor]) -> None:
-        torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
+    def clip(self, model: nn.Module, params: list[torch.Tensor]):
+        """Clip the gradients; returns their total norm (before clipping)."""
+        return torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
 
     def after_step(self, hook: Callable[[int, float], float | None], step: int, lr_t: float) -> float | None:
         return hook(step, lr_t)
@@ -137,6 +135,8 @@ class AccelerateEngine(LocalEngine):
         self.home: torch.device | None = None
         self.model: nn.Module | None = None  # the caller's model, while its twin trains (sharded)
         self.twin: nn.Module | None = None
+        self.prepared: nn.Module | None = None
+        self.optimizer_ref = None
         self.live: dict[str, torch.Tensor] = {}
         self.trained: list[str] = []
 
@@ -171,6 +171,7 @@ class AccelerateEngine(LocalEngine):
         groups = [{**group, "params": [twin_of[id(p)] for p in group["params"]]} for group in param_groups]
         optimizer = make_optimizer(groups, self.settings, self._deepspeed_setup())
         prepared, optimizer = self.accelerator.prepare(self.twin, optimizer)
+        self.prepared, self.optimizer_ref = prepared, optimizer
         self.live = dict(self.accelerator.unwrap_model(prepared).named_parameters())
         return prepared, optimizer, [p for p in prepared.parameters() if p.requires_grad]
 
@@ -213,8 +214,8 @@ class AccelerateEngine(LocalEngine):
     def mean(self, values: list[float]) -> list[float]:
         return self.runtime.mean(values)
 
-    def clip(self, model: nn.Module, params: list[torch.Tensor]) -> None:
-        self.accelerator.clip_grad_norm_(params, self.settings.max_grad_norm)
+    def clip(self, model: nn.Module, params: list[torch.Tensor]):
+        return self.accelerator.clip_grad_norm_(params, self.settings.max_grad_norm)
 
     def after_step(self, hook, step: int, lr_t: float) -> float | None:
         if not self.sharded:
@@ -239,36 +240,108 @@ class AccelerateEngine(LocalEngine):
         self.model = None
         self.live.clear()
         self.twin = None
+        self.prepared = self.optimizer_ref = None
         self.accelerator.free_memory()
         gc.collect()  # drop DDP's gradient hooks and the shards before the next stage
 
-    # -- sharded checkpoints -------------------------------------------------------------------
+    # -- sharded checkpoints: the full state, in the one format of dress.training.checkpoint ---------------
 
-    def save_sharded(self, directory: Path, step: int, history: dict) -> None:
-        """All ranks: ``accelerator.save_state`` into a fresh folder, renamed into place when whole."""
-        tmp, final = directory / f"{SHARDED_STATE}.tmp", directory / SHARDED_STATE
-        if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.runtime.barrier()
-        self.accelerator.save_state(str(tmp))
-        self.runtime.barrier()
-        if self.is_main:
-            (tmp / PROGRESS).write_text(json.dumps({"step": step, "history": history}))
-            old = directory / f"{SHARDED_STATE}.old-{os.getpid()}"
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        self.runtime.barrier()
+    def full_state(self, optimizer, with_optimizer: bool):
+        """``(model state, optimizer state_dict with indices, parameter names)`` gathered to the main
+        process (other processes get empty values). Collective: every rank calls it."""
+        if self.runtime.engine == "deepspeed":
+            return self._deepspeed_full_state(optimizer, with_optimizer)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
-    def load_sharded(self, directory: Path) -> tuple[int, dict] | None:
-        final = directory / SHARDED_STATE
-        if not (final / PROGRESS).is_file():
-            return None
-        self.accelerator.load_state(str(final))
-        progress = json.loads((final / PROGRESS).read_text())
-        return int(progress["step"]), progress["history"]
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.prepared, options=options)
+        if not with_optimizer:
+            return model_state, None, None
+        by_name = get_optimizer_state_dict(self.prepared, _inner(optimizer), options=options)
+        if not self.is_main:
+            return model_state, None, None
+        names = [name for group in by_name["param_groups"] for name in group["params"]]
+        index = {name: i for i, name in enumerate(names)}
+        as_indices = {
+            "state": {index[name]: values for name, values in by_name["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]],
+        }
+        return model_state, as_indices, names
+
+    def load_full_state(self, optimizer, loaded: dict) -> None:
+        """Every rank: load a checkpoint of :mod:`dress.training.checkpoint` (written by any engine or
+        number of processes) into the shards; each rank reads the same files."""
+        from dress.training.checkpoint import model_state_with_aliases, restore_rng, unflatten_optimizer
+
+        model_state = model_state_with_aliases(loaded)
+        description = loaded["state"].get("optimizer")
+        if self.runtime.engine == "deepspeed":
+            self._deepspeed_load(model_state, description, loaded["extra"])
+            restore_rng(loaded["extra"])
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        live = dict(self.accelerator.unwrap_model(self.prepared).state_dict())
+        set_model_state_dict(self.prepared, {k: v for k, v in model_state.items() if k in live}, options=options)
+        if description is not None:
+            names = [name for group in description["param_groups"] for name in group["params"]]
+            by_index = unflatten_optimizer(loaded["extra"], description, names)
+            by_name = {
+                "state": {names[i]: values for i, values in by_index["state"].items()},
+                "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in by_index["param_groups"]],
+            }
+            set_optimizer_state_dict(self.prepared, _inner(optimizer), by_name, options=options)
+        restore_rng(loaded["extra"])
+
+    def _deepspeed_full_state(self, optimizer, with_optimizer: bool):
+        """DeepSpeed ZeRO: full fp32 weights and Adam moments, gathered one parameter at a time
+        (deepspeed.utils' safe_get_* helpers). Not exercised by the CPU test suite."""
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        model_state = {name: _full_tensor(p, "deepspeed").cpu() for name, p in self.live.items()}
+        if not with_optimizer:
+            return model_state, None, None
+        names = list(self.live)
+        state = {}
+        for i, name in enumerate(names):
+            moments = {key: safe_get_full_optimizer_state(self.live[name], key) for key in ("exp_avg", "exp_avg_sq")}
+            if all(v is not None for v in moments.values()):
+                state[i] = {key: v.cpu() for key, v in moments.items()}
+        steps = [g.get("step", 0) for g in _inner(optimizer).param_groups]
+        groups = [{"params": list(range(len(names))), "step": int(steps[0]) if steps else 0}]
+        return model_state, {"state": state, "param_groups": groups}, names
+
+    def _deepspeed_load(self, model_state: dict, description: dict | None, extra: dict) -> None:
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+        from dress.training.checkpoint import unflatten_optimizer
+
+        for name, p in self.live.items():
+            safe_set_full_fp32_param(p, model_state[name].to(p.device))
+        if description is None:
+            return
+        names = [name for group in description["param_groups"] for name in group["params"]]
+        by_index = unflatten_optimizer(extra, description, names)
+        for i, values in by_index["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in values:
+                    safe_set_full_optimizer_state(self.live[names[i]], values[key], key)
+        for group in _inner(self.optimizer_ref).param_groups if self.optimizer_ref is not None else []:
+            group["step"] = description["param_groups"][0].get("step", 0)
+
+
+def _inner(optimizer):
+    """The torch optimizer under accelerate's wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 def _twin(model: nn.Module) -> tuple[nn.Module, dict[int, nn.Parameter]]:

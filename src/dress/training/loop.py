@@ -12,9 +12,10 @@ Contract of :func:`train`:
     unless ``after_step`` returns one;
   * ``param_groups`` (optional): AdamW parameter groups instead of "every trainable parameter";
     a group's ``lr_scale`` multiplies the scheduled learning rate for that group;
-  * every ``checkpoint_every`` steps (and at the end) model, optimizer and history are written
-    atomically to ``checkpoint_dir``; a NaN/inf loss stops with a DressError and leaves the last
-    good checkpoint in place;
+  * every ``checkpoint_every`` steps model, optimizer and history are written atomically to
+    ``checkpoint_dir``, and at the end of the stage the weights and history alone (format:
+    :mod:`dress.training.checkpoint`, safetensors + JSON, no pickles); a NaN/inf loss stops with a
+    DressError and leaves the last good checkpoint in place;
   * bf16 autocast (CUDA or CPU) when ``bf16``; fp32 otherwise;
   * with ``distill`` (a :class:`dress.training.distill.Distillation` of weight ``w``) each micro-batch's loss
     is ``(1 - w) * LM + w * KD``; ``lm_loss`` still logs the plain LM loss and ``distill_loss`` the
@@ -24,7 +25,6 @@ Contract of :func:`train`:
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,7 +37,7 @@ from torch import nn
 from dress.logs import progress
 from dress.training.config import TrainSettings
 from dress.training.distill import Distillation
-from dress.training.engine import SHARDED_STATE, engine_for
+from dress.training.engine import engine_for
 from dress.training.schedule import learning_rate
 from dress.errors import DressError
 
@@ -103,7 +103,7 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
     history = TrainHistory()
     start = 0
     if resume and checkpoint_dir is not None:
-        start, history = _resume(engine, checkpoint_dir, model, optimizer)
+        start, history = _resume(engine, checkpoint_dir, model, optimizer, settings)
     use_bf16 = settings.bf16  # bf16 autocast on CUDA and on CPU (issue 16)
     trained.train()
     t0 = time.perf_counter() - history.seconds
@@ -139,9 +139,12 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
                     engine.backward(loss)
             lm_loss, extra_total, kd_total = engine.mean([lm_loss, extra_total, kd_total])  # global means
             if not math.isfinite(lm_loss + extra_total + kd_total):
-                where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
-                raise DressError(f"{settings.desc}: loss became {lm_loss + extra_total} at step {step}{where}. Lower --lr and retry.")
-            engine.clip(trained, params)
+                raise DressError(_diverged(settings, step, lm_loss + extra_total + kd_total, checkpoint_dir))
+            norm = engine.clip(trained, params)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor (collective on every rank)
+                norm = norm.full_tensor()
+            if norm is not None and not math.isfinite(float(norm)):  # stop before a NaN step reaches the weights
+                raise DressError(_diverged(settings, step, float(norm), checkpoint_dir, what="the gradient norm"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             reg = engine.after_step(after_step, step, lr_t) if after_step else None
@@ -162,7 +165,7 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
                 done == settings.steps or (settings.checkpoint_every and done % settings.checkpoint_every == 0)
             ):
                 history.seconds = time.perf_counter() - t0
-                _checkpoint(engine, checkpoint_dir, model, optimizer, done, history)
+                _checkpoint(engine, checkpoint_dir, model, optimizer, done, history, settings)
         engine.finish(model)
     finally:
         bar.close()
@@ -173,51 +176,71 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
     return history
 
 
-def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory) -> None:
-    """Replicated weights (one process, DDP): the main process writes ``state.pt``; sharded: every
-    rank writes its part through accelerate (:meth:`dress.training.engine.AccelerateEngine.save_sharded`)."""
+def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory,
+                settings: TrainSettings) -> None:
+    """One checkpoint format for every engine (:mod:`dress.training.checkpoint`): safetensors + JSON,
+    written by the main process; a sharded engine gathers the full state first (collective).
+    The optimizer state only at the user's interval; the last step of a stage writes the weights
+    alone (a finished stage never needs its optimizer again)."""
+    from dress.resume import active_run
+    from dress.training.checkpoint import flatten_optimizer, optimizer_param_names, write_checkpoint
+
+    final = step == settings.steps
     if engine.sharded:
-        engine.save_sharded(directory, step, history.as_dict())
-    elif engine.is_main:
-        _save_checkpoint(directory, model, optimizer, step, history)
+        model_state, optim_state, names = engine.full_state(optimizer, with_optimizer=not final)
+    else:
+        model_state = model.state_dict()
+        optim_state = None if final else optimizer.state_dict()
+        names = None if final else optimizer_param_names(model, optimizer)
+    if not engine.is_main:
+        return
+    if not all(torch.isfinite(t).all() for t in model_state.values() if t.is_floating_point()):
+        # never replace the last good checkpoint with non-finite weights
+        raise DressError(_diverged(settings, step - 1, float("nan"), directory, what="the weights"))
+    tensors = description = None
+    if optim_state is not None:
+        tensors, description = flatten_optimizer(optim_state, names)
+    run = active_run()
+    write_checkpoint(directory, step=step, model_state=model_state, optimizer_tensors=tensors,
+                     optimizer_description=description, history=history.as_dict(),
+                     fingerprint=run.fingerprint if run is not None else None, stage=settings.desc)
 
 
-def _resume(engine, directory: Path, model: nn.Module, optimizer) -> tuple[int, TrainHistory]:
-    """``(first step, history)`` from the checkpoint in ``directory``, or ``(0, empty)`` if none."""
-    replicated, sharded = (directory / "state.pt").is_file(), (directory / SHARDED_STATE).is_dir()
+def _resume(engine, directory: Path, model: nn.Module, optimizer, settings: TrainSettings) -> tuple[int, TrainHistory]:
+    """``(first step, history)`` from the checkpoint in ``directory``, or ``(0, empty)`` if none.
+    Every process reads the same files (safetensors + JSON only, see :mod:`dress.training.checkpoint`)."""
+    from dress.resume import active_run
+    from dress.training.checkpoint import load_into, read_checkpoint
+
+    run = active_run()
+    loaded = read_checkpoint(directory, run.fingerprint if run is not None else None, stage=settings.desc)
+    if loaded is None:
+        return 0, TrainHistory()
+    step = int(loaded["state"]["step"])
+    if step > settings.steps:
+        raise DressError(f"{directory} holds step {step} of a stage with {settings.steps} steps; delete it to restart")
+    if step < settings.steps and loaded["state"].get("optimizer") is None:
+        raise DressError(f"{directory} holds no optimizer state at step {step}; delete it to restart this stage")
     if engine.sharded:
-        if replicated and not sharded:
-            raise DressError(f"{directory} holds a checkpoint of an unsharded run; resume it without FSDP/DeepSpeed")
-        loaded = engine.load_sharded(directory)
-        if loaded is None:
-            return 0, TrainHistory()
-        step, h = loaded
-        return step, TrainHistory.from_dict(h)
-    if sharded and not replicated:
-        raise DressError(f"{directory} holds a sharded (FSDP/DeepSpeed) checkpoint; resume it with the same kind of launch")
-    if replicated:
-        return _load_checkpoint(directory, model, optimizer)
-    return 0, TrainHistory()
+        engine.load_full_state(optimizer, loaded)
+    else:
+        load_into(model, optimizer, loaded)
+    return step, TrainHistory.from_dict(loaded["state"]["history"])
 
 
-def _save_checkpoint(directory: Path, model: nn.Module, optimizer, step: int, history: TrainHistory) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "state.pt.tmp"
-    state = {
-        "step": step,
-        "model": {k: v for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "history": history.as_dict(),
-    }
-    torch.save(state, tmp)
-    os.replace(tmp, directory / "state.pt")
+def _diverged(settings: TrainSettings, step: int, loss: float, checkpoint_dir: Path | None,
+              what: str = "the training loss") -> str:
+    from dress.training.checkpoint import STATE_JSON
 
+    kept = ""
+    if checkpoint_dir is not None and (checkpoint_dir / STATE_JSON).is_file():
+        import json
 
-def _load_checkpoint(directory: Path, model: nn.Module, optimizer) -> tuple[int, TrainHistory]:
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), TrainHistory.from_dict(state["history"])
+        good = json.loads((checkpoint_dir / STATE_JSON).read_text()).get("step")
+        kept = f"; the last good checkpoint (step {good}) is kept in {checkpoint_dir}"
+    became = f"became {loss}" if what != "the weights" else "became NaN/inf"
+    return (f"{settings.desc}: {what} {became} at step {step + 1} (training diverged){kept}. "
+            "Lower the stage's learning rate (e.g. halve --lr / --rft-lr / --trsp-lr) and rerun with --overwrite")
 
 
 def clear_checkpoint(directory: Path | None) -> None:

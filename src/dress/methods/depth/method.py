@@ -21,6 +21,7 @@ from dress.adapters import adapter_for
 from dress.errors import DressError
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
+from dress.resume import recall
 from dress.pruning.gates import record_residual_updates, skipped_layers
 from dress.pruning.layers import layers_for_ratio, remove_layers, removal_note
 
@@ -138,7 +139,8 @@ def shortgpt(ctx: PruneContext) -> MethodOutcome:
     k, note = layer_count(ctx)
     windows = scoring_windows(ctx)
     with ctx.clock.stage("score layers (Block Influence)"):
-        scores = block_influence(ctx.model, windows, ctx.config.depth.batch_size, ctx.device)
+        scores = recall("layer_scores", {"method": "shortgpt", "depth": ctx.config.depth.model_dump()},
+                        lambda: block_influence(ctx.model, windows, ctx.config.depth.batch_size, ctx.device))
     chosen = sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:k])
     log.info(f"ShortGPT removes layers {chosen}")
     report = {"block_influence": scores, "scoring_tokens": int(windows.numel())}
@@ -149,7 +151,10 @@ def sleb(ctx: PruneContext) -> MethodOutcome:
     k, note = layer_count(ctx)
     windows = scoring_windows(ctx)
     with ctx.clock.stage("score layers (SLEB)"):
-        order, rounds = sleb_order(ctx.model, windows, k, ctx.config.depth.batch_size, ctx.device)
+        order, rounds = recall(
+            "layer_scores", {"method": "sleb", "layers": k, "depth": ctx.config.depth.model_dump()},
+            lambda: sleb_order(ctx.model, windows, k, ctx.config.depth.batch_size, ctx.device),
+        )
     report = {
         "sleb_order": order,
         "sleb_rounds": [{str(j): p for j, p in r.items()} for r in rounds],

@@ -8,6 +8,7 @@ from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
 from dress.methods.dress.selection import select_channels
 from dress.pruning.hidden import remove_hidden_channels, width_choice
+from dress.resume import recall
 
 
 def direct(ctx: PruneContext) -> MethodOutcome:
@@ -32,8 +33,12 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     if choice.note:
         log.info(choice.note)
     with ctx.clock.stage("select channels"):
-        removed = select_channels(model, d - d_new, config.selection, ctx.scoring_windows())
-        removed = ctx.runtime.broadcast(removed)  # every process removes the main process's choice
+        # every process removes the main process's choice; a resumed run reuses the recorded one
+        removed = recall(
+            "channels_removed", {"selection": config.selection, "count": d - d_new},
+            lambda: ctx.runtime.broadcast(select_channels(model, d - d_new, config.selection, ctx.scoring_windows())),
+            weights=True,
+        )
 
     report: dict = {}
     if regularize_all is not None:
