@@ -10,8 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dress.methods.llm_surgeon.config import LLMSurgeonConfig
+
 # Every method name the CLI accepts; each is implemented in dress.methods (see METHODS there).
-Method = Literal["direct", "dress", "fpr", "slicegpt", "sleb", "shortgpt", "trsp"]
+Method = Literal["direct", "dress", "fpr", "slicegpt", "sleb", "shortgpt", "trsp", "llm-surgeon"]
 
 
 class _Strict(BaseModel):
@@ -132,6 +134,7 @@ class PruneConfig(_Strict):
     depth: DepthConfig = DepthConfig()
     trsp: TRSPConfig = TRSPConfig()
     distill: DistillConfig = DistillConfig()
+    llm_surgeon: LLMSurgeonConfig = LLMSurgeonConfig()
     device: str | None = None  # None: cuda if available, else cpu
     bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
     seed: int = 0

@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "sleb": "depth:sleb",
     "shortgpt": "depth:shortgpt",
     "trsp": "trsp:trsp",
+    "llm-surgeon": "llm_surgeon.method:llm_surgeon",
 }
 
 
@@ -61,6 +62,7 @@ class MethodOutcome:
     model: nn.Module
     report: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    keep_zero_structures: bool = False  # recovery keeps exactly-zero rows/columns of linears at zero
 
 
 def method_function(name: str) -> Callable[[PruneContext], MethodOutcome]:
