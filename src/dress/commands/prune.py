@@ -40,6 +40,8 @@ _FIELDS = {
     "trsp_train1": "trsp.train1", "trsp_lr": "trsp.lr", "trsp_gate_lr": "trsp.gate_lr",
     "trsp_batch_size": "trsp.batch_size", "trsp_grad_accum": "trsp.grad_accum",
     "distill": "distill.weight", "distill_temperature": "distill.temperature",
+    "surgeon_shots": "llm_surgeon.shots", "surgeon_samples": "llm_surgeon.samples",
+    "surgeon_update": "llm_surgeon.update", "surgeon_target": "llm_surgeon.target",
 }
 
 
@@ -59,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--config", type=Path, help="JSON config file (PruneConfig fields); options below override it")
     a("--method", choices=list(get_args(Method)),
       help="dress (default); fpr (all channels regularized); direct (no regularization); "
-      "slicegpt; sleb, shortgpt, trsp (remove whole layers)")
+      "slicegpt; sleb, shortgpt, trsp (remove whole layers); llm-surgeon (curvature-based rows and columns)")
     a("--ratio", type=float, help="fraction to remove (default 0.25): of the hidden width (width methods), "
       "or of the parameters, in whole layers (sleb, shortgpt, trsp)")
     a("--selection", choices=["last", "activation", "weight"], help="which channels (default activation)")
@@ -96,6 +98,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--trsp-gate-lr", type=float, help="learning rate of the gates")
     g.add_argument("--trsp-batch-size", type=int)
     g.add_argument("--trsp-grad-accum", type=int)
+    g = p.add_argument_group("LLM Surgeon (llm-surgeon; more settings under llm_surgeon in --config)")
+    g.add_argument("--surgeon-shots", type=int, help="shots of the linear schedule, curvature re-estimated each "
+                   "(default 5; official: 40 to 50%%)")
+    g.add_argument("--surgeon-samples", type=int, help="calibration windows for the curvature (default 32)")
+    g.add_argument("--surgeon-update", choices=["sum", "sequential", "none"], help="weight update (default sum, "
+                   "as the official code)")
+    g.add_argument("--surgeon-target", choices=["params", "linear"], help="--ratio counts all parameters "
+                   "(default; zeroed entries, matched to what width/depth methods remove) or the decoder linear "
+                   "entries (the official definition)")
     g = p.add_argument_group("recovery fine-tuning (LoRA)")
     g.add_argument("--no-rft", dest="rft", action="store_false", default=None, help="skip recovery")
     g.add_argument("--rft-mode", choices=["lora", "full"], help="lora (default, merged after training) or full "
