@@ -153,7 +153,9 @@ def estimate_factors(
             for start in range(0, windows.shape[0], batch_size):
                 ids = windows[start : start + batch_size].to(device)
                 seen.clear()
-                logits = model(input_ids=ids, use_cache=False).logits.float()  # [b, L, V]
+                logits = model(input_ids=ids, use_cache=False).logits  # [b, L, V]
+                if logits.dtype != torch.float64:
+                    logits = logits.float()
                 nll = nn.functional.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
                 ).view(ids.shape[0], -1)  # [b, L-1]
