@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("model", nargs="?", help="model to prune (default: bundled smollm2-135m)")
     a("--out", required=True, type=Path, help="output folder (results.json, results.md, plots)")
     a("--config", type=Path, help="comparison file (YAML/JSON; see experiments/)")
-    a("--methods", help="comma-separated: dress, direct, fpr, slicegpt, sleb, shortgpt, trsp, and the aliases "
+    a("--methods", help="comma-separated: dress, direct, fpr, slicegpt, sleb, shortgpt, trsp, llm-surgeon, and the aliases "
       "dress-l1, dress-l2, dress-norft")
     a("--ratios", help="comma-separated pruning ratios, e.g. 0.25 or 0.2,0.3,0.4,0.5,0.6")
     a("--set", dest="sets", action="append", default=[], metavar="FIELD=V[,V...]",
