@@ -31,7 +31,7 @@ def bare_loop(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="a model spec for dress.loading (default: SmolLM2-shaped random model)")
+    ap.add_argument("--model", help="a model spec for dress.io.loading (default: SmolLM2-shaped random model)")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=2)
@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.model:
-        from dress.loading import load_model
+        from dress.io.loading import load_model
 
         model = load_model(args.model).model
     else:

@@ -3,7 +3,7 @@
 The goal (issue 3): a regularized step takes at most 10% longer. Both steps run in this process on
 the same model shape and batch, alternately (plain, regularized, plain, ...) so drift hits both;
 medians are compared. A regularized step is the plain step (forward, backward, AdamW) plus
-:func:`dress.regularize.proximal_step` on every group of the removed channels.
+:func:`dress.methods.dress.penalty.proximal_step` on every group of the removed channels.
 
     .venv/bin/python benchmarks/bench_reg_overhead.py                   # SmolLM2-shaped, 25%, l2
     .venv/bin/python benchmarks/bench_reg_overhead.py --norm l1 --seq-len 512
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dress.regularize import channel_groups, group_scales, proximal_step
+from dress.methods.dress.penalty import channel_groups, group_scales, proximal_step
 from shapes import smollm2_shaped_model
 
 

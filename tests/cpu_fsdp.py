@@ -3,7 +3,7 @@ suite only.
 
 accelerate builds its FSDP engine only when the launch runs on GPUs: on CPU its state falls back to
 plain multi-CPU data parallel, and dress refuses the launch with a clear message
-(:func:`dress.distributed.require_gpus_for_sharding`). torch's ``fully_shard`` itself runs on CPU
+(:func:`dress.training.distributed.require_gpus_for_sharding`). torch's ``fully_shard`` itself runs on CPU
 over gloo, so with both gates lifted the whole sharded path -- accelerate's ``prepare`` (FSDP2
 wrapping), dress's twin, the proximal step on DTensor shards, the gather back, and
 ``save_state``/``load_state`` through torch distributed checkpoint -- runs here as it would on
@@ -49,7 +49,7 @@ def allow_fsdp_on_cpu() -> None:
     import accelerate.state as state
     from accelerate.utils import DistributedType
 
-    import dress.distributed as distributed
+    import dress.training.distributed as distributed
 
     assert os.environ.get("ACCELERATE_USE_FSDP") == "true", "run under fsdp_environment()"
     real_init = state.AcceleratorState.__init__

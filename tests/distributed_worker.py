@@ -29,14 +29,14 @@ SHRINKS = (0.3, 1.0)  # FSDP2 check: a partial shrink, then one that zeroes ever
 
 
 def regularize_config(**overrides):
-    from dress.config import RegularizeConfig
+    from dress.methods.dress.config import RegularizeConfig
 
     return RegularizeConfig(**{"steps": 6, "lr": 1e-3, "warmup_steps": 1, "lam": 1.5, **overrides})
 
 
 def run_regularize(checkpoint_dir: Path | None = None, resume: bool = False, **overrides) -> torch.nn.Module:
     """DReSS regularization of the tiny llama on fixed data; the same call in 1 or N processes."""
-    from dress.methods.regularized import regularize
+    from dress.methods.dress.stage import regularize
 
     model = tiny_model("llama")
     regularize(model, CHANNELS, sample_ids(8, 16, seed=3), regularize_config(**overrides), seed=1,
@@ -53,7 +53,7 @@ def cli_args(model_dir: Path, corpus: Path, out: Path) -> list[str]:
 
 def _interrupted_run(checkpoint_dir: Path) -> None:
     """Stop every rank right after the first checkpoint (step 3 of 6), as a crash would."""
-    import dress.training as training
+    import dress.training.loop as training
 
     real = training._checkpoint
 
@@ -73,7 +73,7 @@ def _interrupted_run(checkpoint_dir: Path) -> None:
 def _record_resumed_step(path: Path) -> None:
     """Write the step a sharded resume starts from (a resume that found nothing starts at 0 and
     would still reach the uninterrupted weights, so the test needs to see it)."""
-    from dress.engine import AccelerateEngine
+    from dress.training.engine import AccelerateEngine
 
     real = AccelerateEngine.load_sharded
 
@@ -90,9 +90,9 @@ def _fsdp2_proximal(out: Path, rank: int) -> None:
     the write-back of a sharded twin into the caller's model, against the single-process step."""
     from torch.distributed.fsdp import fully_shard
 
-    from dress.engine import _full_tensor, _twin
-    from dress.proximal import dtensor_proximal_step
-    from dress.regularize import channel_groups, group_scales, proximal_step
+    from dress.training.engine import _full_tensor, _twin
+    from dress.methods.dress.sharded import dtensor_proximal_step
+    from dress.methods.dress.penalty import channel_groups, group_scales, proximal_step
 
     worst = 0.0
     for norm in ("l2", "l1"):
@@ -122,7 +122,7 @@ def _fsdp2_proximal(out: Path, rank: int) -> None:
 
 def main(out: Path, mode: str) -> None:
     from dress.cli import main as cli
-    from dress.distributed import current_runtime
+    from dress.training.distributed import current_runtime
 
     if mode.startswith("fsdp"):
         from cpu_fsdp import allow_fsdp_on_cpu

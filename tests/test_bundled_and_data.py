@@ -16,7 +16,8 @@ import time
 import pytest
 import torch
 
-from dress import bundled, data
+from dress import data
+from dress.io import bundled
 from dress.errors import DressError
 
 # ---------------------------------------------------------------------------------------------

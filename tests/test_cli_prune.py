@@ -91,7 +91,7 @@ def test_existing_output_is_refused_without_overwrite(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval") == 2
+    assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval") == 1
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
     assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval", "--overwrite") == 0
@@ -109,13 +109,13 @@ def test_existing_output_is_refused_without_overwrite(tiny, tmp_path, capsys):
 def test_bad_ratio_exits_with_advice_and_writes_nothing(tiny, tmp_path, capsys, args, message):
     model_dir, corpus = tiny
     out = tmp_path / "out"
-    assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval", *args) == 2
+    assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft", "--no-eval", *args) == 1
     assert message in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
-    assert main(["prune", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["prune", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "smollm2-135m" in err
 
@@ -124,7 +124,7 @@ def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
 def test_missing_text_file_fails_before_the_model_loads(tiny, tmp_path, capsys, flag):
     model_dir, corpus = tiny
     out = tmp_path / "out"
-    assert prune(model_dir, corpus, out, "--method", "dress", flag, str(tmp_path / "typo.txt")) == 2
+    assert prune(model_dir, corpus, out, "--method", "dress", flag, str(tmp_path / "typo.txt")) == 1
     captured = capsys.readouterr()
     assert "typo.txt does not exist" in captured.err
     assert "load model" not in captured.out
@@ -139,7 +139,7 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path, capsys):
 
     byte_tokenizer().save_pretrained(tmp_path / "gpt2")
     assert main(["prune", str(tmp_path / "gpt2"), "--out", str(tmp_path / "o"), "--no-eval", "--no-rft",
-                 "--method", "direct", "--selection", "last"]) == 2
+                 "--method", "direct", "--selection", "last"]) == 1
     err = capsys.readouterr().err
     assert "not supported" in err and "llama" in err
     assert not (tmp_path / "o").exists()
@@ -148,7 +148,7 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path, capsys):
 def test_hub_id_while_offline_fails_fast(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert main(["prune", "some-org/some-model", "--out", str(tmp_path / "o")]) == 2
+    assert main(["prune", "some-org/some-model", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE" in err and "smollm2-135m" in err
 
@@ -157,12 +157,12 @@ def test_unreachable_hub_fails_fast(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    assert main(["prune", "some-org/some-model", "--out", str(tmp_path / "o")]) == 2
+    assert main(["prune", "some-org/some-model", "--out", str(tmp_path / "o")]) == 1
     assert "cannot reach the Hugging Face hub" in capsys.readouterr().err
 
 
 def test_unknown_config_key_is_an_error(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"method": "dress", "regularise": {"lam": 1}}))
-    assert main(["prune", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert main(["prune", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
     assert "regularise" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 
 import dress.pipeline
 from dress.cli import main
-from dress.compare_report import preserved_caption, preserved_grid
+from dress.compare.report import preserved_caption, preserved_grid
 from tiny_models import save_tiny, write_corpus
 
 FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
@@ -46,8 +46,9 @@ def test_compare_runs_two_methods_on_one_draw_and_writes_table_json_and_plots(ti
     model_dir, corpus = tiny
     out = tmp_path / "cmp"
     assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
-    printed = capsys.readouterr().out
-    assert printed.count("[dress compare] calibration:") == 1  # one draw, shared by both methods
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert captured.err.count("[dress compare] calibration:") == 1  # one draw, shared by both methods
 
     results = json.loads((out / "results.json").read_text())
     assert results["order"] == ["direct@0.25", "dress@0.25"]
@@ -82,7 +83,7 @@ def test_compare_resumes_after_an_interruption_and_skips_finished_entries(tiny, 
     calls = count_prunes(monkeypatch)
     assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
     assert calls == ["dress"]  # the finished entry is not recomputed
-    assert "2 entries, 1 already done" in capsys.readouterr().out
+    assert "2 entries, 1 already done" in capsys.readouterr().err
     finished = json.loads((out / "results.json").read_text())["entries"]
     assert set(finished) == {"direct@0.25", "dress@0.25"}
 
@@ -99,7 +100,7 @@ def test_compare_resumes_after_an_interruption_and_skips_finished_entries(tiny, 
 def test_unknown_method_is_refused_before_any_work(tiny, tmp_path, capsys):
     model_dir, corpus = tiny
     out = tmp_path / "cmp"
-    assert compare(model_dir, corpus, out, "--methods", "dress,magic") == 2
+    assert compare(model_dir, corpus, out, "--methods", "dress,magic") == 1
     err = capsys.readouterr().err
     assert "magic" in err and "slicegpt" in err
     assert not out.exists()
@@ -108,7 +109,7 @@ def test_unknown_method_is_refused_before_any_work(tiny, tmp_path, capsys):
 def test_missing_calibration_file_is_refused_before_any_work(tiny, tmp_path, capsys):
     model_dir, corpus = tiny
     out = tmp_path / "cmp"
-    assert compare(model_dir, corpus, out, "--methods", "direct,dress", "--calib", str(tmp_path / "typo.txt")) == 2
+    assert compare(model_dir, corpus, out, "--methods", "direct,dress", "--calib", str(tmp_path / "typo.txt")) == 1
     assert "typo.txt does not exist" in capsys.readouterr().err
     assert not out.exists()
 
@@ -142,7 +143,7 @@ def test_rows_on_different_draws_are_reported_as_such(tiny, tmp_path, capsys):
     model_dir, corpus = tiny
     out = tmp_path / "cmp"
     assert compare(model_dir, corpus, out, "--methods", "direct", "--set", "data.seed=0,1", "--no-rft") == 0
-    assert capsys.readouterr().out.count("[dress compare] calibration:") == 2  # one draw per data block
+    assert capsys.readouterr().err.count("[dress compare] calibration:") == 2  # one draw per data block
     table = (out / "results.md").read_text()
     assert "2 draws" in table and "(seed 0)" in table and "(seed 1)" in table
     assert "one draw shared" not in table

@@ -10,13 +10,16 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dress.adapters import adapter_for
-from dress.config import DepthConfig, PruneConfig, TRSPConfig
+from dress.config import PruneConfig
+from dress.methods.depth.config import DepthConfig
+from dress.methods.trsp.config import TRSPConfig
 from dress.errors import DressError
-from dress.methods import PruneContext, method_function
+from dress.methods import get as get_method
+from dress.methods.base import PruneContext
 from dress.pipeline import StageClock
 from dress.pruning.gates import LayerGates, record_residual_updates, skipped_layers, stream_outputs
 from dress.pruning.layers import layers_for_ratio, remove_layers, removal_note
-from dress.training import TrainSettings, train
+from dress.training.loop import TrainSettings, train
 from tiny_models import MODEL_TYPES, sample_ids, save_tiny, tiny_model, write_corpus
 
 ATOL = 1e-5
@@ -53,7 +56,6 @@ def context(model, method: str, ids: torch.Tensor, tmp_path, **config) -> PruneC
     return PruneContext(
         model=model, tokenizer=None, config=cfg, reg_part=ids, rec_part=ids[:1], device=torch.device("cpu"),
         bf16=False, work_dir=tmp_path / "work", resume=False, clock=StageClock(torch.device("cpu")),
-        log=lambda _msg: None,
         held_out_loss=lambda m: lm_loss(m, ids),
     )
 
@@ -242,7 +244,7 @@ def test_shortgpt_removes_the_layer_that_does_nothing(model_type, tmp_path):
     model = tiny_model(model_type)
     zero_layer_update(model, 1)
     ctx = context(model, "shortgpt", sample_ids(batch=3, seq=16), tmp_path, depth=DepthConfig(layers=1))
-    outcome = method_function("shortgpt")(ctx)
+    outcome = get_method("shortgpt").function()(ctx)
     scores = outcome.report["block_influence"]
     assert abs(scores[1]) < 1e-6 and min(scores[0], scores[2]) > 1e-4
     assert outcome.record["layers_removed"] == [1]
@@ -264,7 +266,7 @@ def test_sleb_removes_the_layer_whose_removal_hurts_least(model_type, tmp_path):
         remove_layers(copy, [j])
         removed_ppl[j] = math.exp(lm_loss(copy, ids))
     ctx = context(model, "sleb", ids, tmp_path, depth=DepthConfig(layers=2, batch_size=2, score_samples=ids.shape[0]))
-    outcome = method_function("sleb")(ctx)
+    outcome = get_method("sleb").function()(ctx)
     first_round = {int(j): p for j, p in outcome.report["sleb_rounds"][0].items()}
     assert first_round == pytest.approx(removed_ppl, rel=1e-4)
     assert first_round[2] == pytest.approx(dense_ppl, rel=1e-5)
@@ -281,7 +283,7 @@ def test_trsp_stage2_shrinks_the_chosen_layers_updates(model_type, tmp_path):
         model = tiny_model(model_type)
         trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=lam2, steps2=8, lr=3e-3, gate_lr=0.0, warmup_steps=0, shrink2=0.0)
         ctx = context(model, "trsp", ids, tmp_path / str(lam2), depth=DepthConfig(layers=1), trsp=trsp)
-        return method_function("trsp")(ctx).report["trsp"]
+        return get_method("trsp").function()(ctx).report["trsp"]
 
     # gate_lr is 0 in stage 2 too: only the weights can shrink the update, so this tests the penalty.
     penalized, free = run(10.0), run(0.0)
@@ -295,7 +297,7 @@ def test_trsp_stage2_gate_shrink_zeroes_the_chosen_layers_and_makes_removal_exac
     ids = sample_ids(batch=4, seq=16)
     trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=0.0, steps2=6, lr=3e-3, warmup_steps=0, shrink2=1.5)
     ctx = context(tiny_model(model_type), "trsp", ids, tmp_path, depth=DepthConfig(layers=1), trsp=trsp)
-    outcome = method_function("trsp")(ctx)
+    outcome = get_method("trsp").function()(ctx)
     chosen = outcome.report["trsp"]["chosen"][0]
     assert outcome.record["trsp_gates"]["final"][chosen] == 0.0
     assert outcome.report["trsp"]["update_ratio"][str(chosen)] == 0.0
@@ -308,7 +310,7 @@ def test_trsp_end_to_end_records_gates_and_keeps_the_gated_behaviour(model_type,
     model, ids = tiny_model(model_type), sample_ids(batch=2, seq=12)
     trsp = TRSPConfig(lam1=1.0, steps1=3, steps2=0, gate_lr=0.1, warmup_steps=0)
     ctx = context(model, "trsp", ids, tmp_path, depth=DepthConfig(layers=1), trsp=trsp)
-    outcome = method_function("trsp")(ctx)
+    outcome = get_method("trsp").function()(ctx)
     gates = outcome.record["trsp_gates"]["stage1"]
     chosen = outcome.report["trsp"]["chosen"]
     assert len(gates) == 3 and all(g < 1.0 for g in gates)  # the l1 term pulled every gate down
@@ -357,6 +359,6 @@ def test_layer_scoring_uses_recovery_windows_when_everything_goes_to_recovery(tm
     model = tiny_model("llama")
     ctx = context(model, "shortgpt", ids, tmp_path, depth=DepthConfig(layers=1))
     ctx.reg_part, ctx.rec_part = ids[:0], ids
-    outcome = method_function("shortgpt")(ctx)
+    outcome = get_method("shortgpt").function()(ctx)
     assert outcome.report["scoring_tokens"] == ids.numel()
     assert outcome.record["layers"]["after"] == 2

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from dress.distill import Distillation, distillation_loss, frozen_teacher
-from dress.training import TrainSettings, train
+from dress.training.distill import Distillation, distillation_loss, frozen_teacher
+from dress.training.loop import TrainSettings, train
 from tiny_models import sample_ids, tiny_model
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import cpu_fsdp
 import distributed_worker as worker
-from dress.distributed import Runtime, current_runtime, engine_kind, launched, rank_micro_batches
+from dress.training.distributed import Runtime, current_runtime, engine_kind, launched, rank_micro_batches
 from dress.errors import DressError
 from tiny_models import save_tiny, write_corpus
 

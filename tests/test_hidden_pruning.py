@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from dress.adapters import adapter_for, parameter_count
-from dress.checkpoint import load_checkpoint, save_model
+from dress.io.saving import load_checkpoint, save_model
 from dress.errors import DressError
-from dress.pruning.channels import select_channels
+from dress.methods.dress.selection import select_channels
 from dress.pruning.hidden import pruned_width, remove_hidden_channels
 from tiny_models import MODEL_TYPES, sample_ids, tiny_model
 

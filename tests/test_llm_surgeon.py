@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dress.adapters import adapter_for, parameter_count
-from dress.config import RecoveryConfig
+from dress.training.config import RecoveryConfig
 from dress.methods.llm_surgeon.compact import REBUILD, compact, dead_kv_groups, layer_roles
 from dress.methods.llm_surgeon.config import LLMSurgeonConfig
 from dress.methods.llm_surgeon.costs import (
@@ -276,7 +276,7 @@ def test_each_shot_lands_on_its_linear_schedule_target():
 @pytest.mark.parametrize("model_type", COMPACT_TYPES)
 def test_removing_dead_neurons_and_kv_groups_keeps_the_logits_and_reloads(model_type, tmp_path):
     import dress
-    from dress.checkpoint import save_model
+    from dress.io.saving import save_model
 
     model = tiny_model(model_type).double()
     adapter = adapter_for(model)
@@ -316,7 +316,7 @@ def test_removing_dead_neurons_and_kv_groups_keeps_the_logits_and_reloads(model_
 # ---- T12: recovery keeps the removed structures at zero ----------------------------------------
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_recovery_keeps_zero_rows_and_columns_at_zero(mode):
-    from dress.recovery import recover
+    from dress.training.recovery import recover
 
     model = tiny_model("qwen2")
     lin = model.model.layers[0].self_attn.q_proj
@@ -334,7 +334,7 @@ def test_recovery_keeps_zero_rows_and_columns_at_zero(mode):
 
 
 def test_without_protection_recovery_would_fill_the_zeros():
-    from dress.recovery import recover
+    from dress.training.recovery import recover
 
     model = tiny_model("llama")
     with torch.no_grad():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from dress.config import RecoveryConfig
-from dress.recovery import attach_lora, merge_lora, recover
-from dress.training import TrainSettings, train
+from dress.training.config import RecoveryConfig
+from dress.training.recovery import attach_lora, merge_lora, recover
+from dress.training.loop import TrainSettings, train
 from tiny_models import sample_ids, tiny_model
 
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from dress.config import RegularizeConfig
-from dress.methods.regularized import regularize
-from dress.regularize import channel_groups, group_scales, offsets_for, penalty, proximal_step, slice_mass
+from dress.methods.dress.config import RegularizeConfig
+from dress.methods.dress.stage import regularize
+from dress.methods.dress.penalty import channel_groups, group_scales, offsets_for, penalty, proximal_step, slice_mass
 from tiny_models import MODEL_TYPES, sample_ids, tiny_model
 
 CHANNELS = [3, 10, 40]
@@ -156,7 +156,7 @@ def test_without_penalty_groups_barely_move():
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
-    import dress.training as training
+    import dress.training.loop as training
 
     data = sample_ids(8, 16, seed=3)
     full = tiny_model("llama")

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dress.adapters import adapter_for, parameter_count
-from dress.checkpoint import load_checkpoint, save_model
+from dress.io.saving import load_checkpoint, save_model
 from dress.errors import DressError
-from dress.methods.slicegpt import check_supported, slice_model
-from dress.pruning.rotate import StreamNorm, fold_norms
+from dress.methods.slicegpt.method import check_supported, slice_model
+from dress.methods.slicegpt.rotate import StreamNorm, fold_norms
 from tiny_models import sample_ids, tiny_model
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "opt", "phi")
@@ -115,8 +115,8 @@ def test_gemma3_is_refused_with_a_reason():
 def test_lora_recovery_keeps_shortcuts_working():
     """peft wraps the writers that carry the shortcut hook; after merging, the zero-initialised
     LoRA (0 steps) must leave logits unchanged."""
-    from dress.config import RecoveryConfig
-    from dress.recovery import recover
+    from dress.training.config import RecoveryConfig
+    from dress.training.recovery import recover
 
     model = tiny_model("llama")
     slice_model(model, CALIBRATION, KEPT, batch_size=3)

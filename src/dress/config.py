@@ -1,145 +1,210 @@
-"""Typed configuration, one model per stage, shared by the CLI and the Python API.
+"""Typed configuration: one pydantic model per block, shared by the CLI and the Python API.
 
-Unknown keys are errors (``extra="forbid"``). The resolved :class:`PruneConfig` is saved in every
-output's ``dress.json``, so a run can be repeated from its record.
+:data:`PruneConfig` is the whole run. Its common blocks are defined here (data, recovery,
+evaluation, distillation); each method's own block (``regularize``, ``depth``, ``trsp``, ...) is
+defined in the method's folder and joined in from the registry (:mod:`dress.methods`), as are the
+``method`` choices. Unknown keys are errors (``extra="forbid"``). The resolved config is saved in
+every output's ``dress.json``, whose ``config`` block can be fed back with ``--config``.
+
+**A flag is a field.** The CLI (:mod:`dress.cli.options`) is generated from these fields: the flag
+of field ``block.name`` is ``--`` + the block's ``flag_prefix`` + the name with ``-`` for ``_``,
+unless the field says otherwise (``json_schema_extra={"flag": ...}``); its help is the field's
+``description`` and its default. :func:`config_fields` lists them; :func:`validate_config` names
+the flag in every error.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic.fields import FieldInfo
 
-from dress.methods.llm_surgeon.config import LLMSurgeonConfig
-
-# Every method name the CLI accepts; each is implemented in dress.methods (see METHODS there).
-Method = Literal["direct", "dress", "fpr", "slicegpt", "sleb", "shortgpt", "trsp", "llm-surgeon"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from dress.errors import DressError
+from dress.methods import config_blocks, methods
+from dress.config_base import StrictConfig, flag
+from dress.training.config import RecoveryConfig
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictConfig):
     """Calibration draw: ``samples`` windows of ``seq_len`` tokens from ``calib``, split
     ``split`` (regularization:recovery) along the sample axis."""
 
-    calib: str = "wiki"
-    samples: int = Field(192, ge=1)
-    seq_len: int = Field(256, ge=8)
-    split: str = "3:1"
-    seed: int = 0
+    title: ClassVar[str] = "calibration data"
+    calib: str = Field("wiki", description="wiki|books (bundled), wikitext2|ptb|c4|alpaca (hub), or a .txt/.jsonl file")
+    samples: int = Field(192, ge=1, description="number of calibration windows")
+    seq_len: int = Field(256, ge=8, description="tokens per calibration window")
+    split: str = Field("3:1", description="regularization:recovery split of the windows, e.g. 3:1 (1:0: no recovery part)")
+    seed: int = Field(0, description="seed of the calibration draw", json_schema_extra=flag("--data-seed"))
 
 
-class RegularizeConfig(_Strict):
-    """Stage 2 of DReSS: train all parameters on the regularization part while a group penalty
-    drives the removed channels' groups to zero. ``lam`` is unit-free (see :mod:`dress.regularize`):
-    over the run the penalty alone removes ``lam`` times each group's starting size, so ``lam=1``
-    reaches zero at the last step and ``lam=2`` about halfway."""
-
-    norm: Literal["l2", "l1"] = "l2"
-    lam: float = Field(1.5, ge=0.0)
-    steps: int = Field(144, ge=0)  # one pass over the 144 regularization windows of the default draw
-    lr: float = Field(3e-4, gt=0.0)
-    warmup_steps: int = Field(4, ge=0)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = Field(0, ge=0)  # 0: only at the end of the stage
-
-
-class RecoveryConfig(_Strict):
-    """Stage 4: LoRA on the recovery part, merged into the weights (a plain checkpoint).
-    ``mode="full"`` fine-tunes every parameter instead (no adapters; ``rank``, ``alpha``,
-    ``dropout`` and ``targets`` are then unused): the strongest simple rival of DReSS is
-    direct removal followed by full fine-tuning with the same budget."""
-
-    enabled: bool = True
-    mode: Literal["lora", "full"] = "lora"
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0.0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    steps: int = Field(48, ge=0)  # one pass over the 48 recovery windows of the default draw
-    lr: float = Field(3e-4, gt=0.0)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-
-
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """Held-out perplexity of dense and pruned models, in the same run."""
 
-    enabled: bool = True
-    source: str = "wiki"
-    seq_len: int = Field(512, ge=8)
-    max_tokens: int | None = Field(32768, ge=1)  # None: the whole evaluation part
-    batch_size: int = Field(4, ge=1)
+    title: ClassVar[str] = "evaluation"
+    flag_prefix: ClassVar[str] = "eval-"
+    enabled: bool = Field(True, description="evaluate dense and pruned perplexity", json_schema_extra=flag("--eval"))
+    source: str = Field("wiki", description="held-out text (wiki: the bundled evaluation part, disjoint from calibration)")
+    seq_len: int = Field(512, ge=8, description="evaluation context (tokens per window)")
+    max_tokens: int | None = Field(
+        32768, ge=1, description="evaluate on at most this many tokens ('all': the whole evaluation part)",
+        json_schema_extra=flag("--eval-tokens"))
+    batch_size: int = Field(4, ge=1, description="windows per evaluation forward")
 
 
-class DepthConfig(_Strict):
-    """Layer removal shared by ``sleb``, ``shortgpt`` and ``trsp``: how many layers, and how many
-    calibration windows score them. By default the ratio picks the number of layers whose
-    parameters come closest to it (see :func:`dress.pruning.layers.layers_for_ratio`)."""
-
-    layers: int | None = Field(None, ge=1)  # remove exactly this many layers (overrides --ratio)
-    score_samples: int | None = Field(16, ge=1)  # scoring windows (SLEB, ShortGPT); None: all (paper: 128 x 2048)
-    batch_size: int = Field(4, ge=1)  # windows per scoring forward
-
-
-class TRSPConfig(_Strict):
-    """TRSP (arXiv 2505.18232), see :mod:`dress.methods.trsp`. Stage 1 learns one gate per layer
-    with ``lam1 * sum|s_i|`` added to the LM loss; stage 2 trains all parameters with
-    ``lam2 * sum_i mean_tokens ||y_i - x_i||^2 / ref_i`` added for the chosen layers (``ref_i``:
-    the same mean at the start of stage 2, so ``lam2`` is unit-free); then they are removed.
-    Weights train at ``lr``, gates at ``gate_lr``. Defaults measured on the bundled SmolLM2
-    (docs/depth.md)."""
-
-    lam1: float = Field(0.05, ge=0.0)
-    steps1: int = Field(24, ge=0)
-    train1: Literal["gates", "all"] = "gates"  # stage 1 trains only the gates, or every parameter
-    lam2: float = Field(1.0, ge=0.0)
-    steps2: int = Field(24, ge=0)
-    shrink2: float = Field(1.5, ge=0.0)  # stage 2: proximal shrink of the chosen gates, in units of the run; 0: off
-    lr: float = Field(1e-4, gt=0.0)
-    gate_lr: float = Field(2e-2, ge=0.0)  # 0: gates frozen
-    warmup_steps: int = Field(2, ge=0)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = Field(0, ge=0)
-
-
-class DistillConfig(_Strict):
+class DistillConfig(StrictConfig):
     """Optional distillation from the dense model in every training stage (regularization,
     recovery, TRSP's stages): the loss is ``(1 - weight) * LM + weight * KL(dense || student)`` at
-    ``temperature`` (see :mod:`dress.distill`). ``weight = 0`` (default) trains on the LM loss alone.
-    It applies to every method alike, so a comparison stays fair."""
+    ``temperature`` (see :mod:`dress.training.distill`). ``weight = 0`` (default) trains on the LM
+    loss alone. It applies to every method alike, so a comparison stays fair."""
 
-    weight: float = Field(0.0, ge=0.0, le=1.0)
-    temperature: float = Field(1.0, gt=0.0)
+    title: ClassVar[str] = "distillation (every training stage, every method)"
+    flag_prefix: ClassVar[str] = "distill-"
+    weight: float = Field(
+        0.0, ge=0.0, le=1.0, description="weight W of the KL to the dense model's next-token distribution; "
+        "the LM loss gets 1-W (0: off; 1: distillation only)", json_schema_extra=flag("--distill"))
+    temperature: float = Field(1.0, gt=0.0, description="softmax temperature of the distillation loss")
 
 
-class PruneConfig(_Strict):
-    model: str | None = None  # None: the bundled default (smollm2-135m)
-    method: Method = "dress"
-    ratio: float = Field(0.25, gt=0.0, lt=1.0)
-    selection: Literal["last", "activation", "weight"] = "activation"
-    data: DataConfig = DataConfig()
-    regularize: RegularizeConfig = RegularizeConfig()
-    recovery: RecoveryConfig = RecoveryConfig()
-    evaluate: EvalConfig = EvalConfig()
-    depth: DepthConfig = DepthConfig()
-    trsp: TRSPConfig = TRSPConfig()
-    distill: DistillConfig = DistillConfig()
-    llm_surgeon: LLMSurgeonConfig = LLMSurgeonConfig()
-    device: str | None = None  # None: cuda if available, else cpu
-    bf16: bool | None = None  # None: bf16 autocast on GPU, fp32 on CPU
-    seed: int = 0
+class _PruneBase(StrictConfig):
+    model: str | None = Field(None, description="model: bundled name, folder or hub id (None: the bundled smollm2-135m)",
+                              json_schema_extra=flag(None))
+    method: str = Field("dress", description="pruning method")  # choices: the registry's (see _build_prune_config)
+    ratio: float = Field(
+        0.25, gt=0.0, lt=1.0, description="fraction to remove: of the hidden width (width methods), or of the "
+        "parameters, in whole layers (sleb, shortgpt, trsp), or of the parameters, zeroed in decoder linears (llm-surgeon; "
+        "see --surgeon-target)")
+    selection: Literal["last", "activation", "weight"] = Field(
+        "activation", description="which hidden channels to remove: smallest activations, smallest weights, or the last ones")
+    data: DataConfig = Field(default_factory=DataConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    device: str | None = Field(None, description="cpu, cuda, cuda:1 (default: cuda if available)")
+    bf16: bool | None = Field(None, description="bf16 autocast (default: on GPU, off on CPU)")
+    seed: int = Field(0, description="training seed")
 
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, value: float) -> float:
         return float(value)
+
+
+def _build_prune_config():
+    names = tuple(methods())
+    blocks = {name: (block, Field(default_factory=block)) for name, block in config_blocks().items()}
+    model = create_model(
+        "PruneConfig", __base__=_PruneBase, __module__=__name__,
+        method=(Literal[names], Field("dress", description="pruning method")),
+        **blocks,
+    )
+    model.__doc__ = ("The whole ``dress prune`` run: the common blocks of :mod:`dress.config` and every "
+                     "method's own block from the registry (see the module docstring).")
+    return model
+
+
+PruneConfig = _build_prune_config()
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One leaf field of a config: ``dotted`` name, its ``flag`` (None: not on the command line),
+    the block it is in, and pydantic's field info (annotation, default, description)."""
+
+    dotted: str
+    flag: str | None
+    block: str
+    info: FieldInfo
+
+    @property
+    def default(self) -> Any:
+        return self.info.get_default(call_default_factory=True)
+
+
+def config_fields(model=None, prefix: str = "", flag_prefix: str = "", block: str = "") -> Iterator[ConfigField]:
+    """Every leaf field of ``model`` (default :data:`PruneConfig`), blocks expanded, in order."""
+    model = model or PruneConfig
+    own = model.__dict__.get("__annotations__", {}) if prefix else {}  # a stage's own knobs before the
+    fields = model.model_fields.items()  # training options it inherits
+    for name, info in sorted(fields, key=lambda item: bool(own) and item[0] not in own):
+        dotted = prefix + name
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, StrictConfig):
+            yield from config_fields(sub, dotted + ".", getattr(sub, "flag_prefix", ""), getattr(sub, "title", name))
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        option = extra["flag"] if "flag" in extra else "--" + flag_prefix + name.replace("_", "-")
+        yield ConfigField(dotted, option, block, info)
+
+
+def flag_of(dotted: str) -> str | None:
+    return {f.dotted: f.flag for f in config_fields()}.get(dotted)
+
+
+def explain(err: ValidationError, where: str = "") -> str:
+    """A validation error as one line naming the flag (and the field) of every problem."""
+    lines = []
+    for e in err.errors():
+        dotted = ".".join(str(x) for x in e["loc"])
+        option = flag_of(dotted)
+        name = f"{option} ({dotted})" if option else dotted
+        lines.append(f"{name}: {e['msg']}")
+    return f"invalid settings{where}: " + "; ".join(lines)
+
+
+def validate_config(tree: dict, where: str = ""):
+    """``PruneConfig.model_validate(tree)``, with errors as a :class:`DressError` naming flags."""
+    try:
+        return PruneConfig.model_validate(tree)
+    except ValidationError as err:
+        raise DressError(explain(err, where)) from None
+
+
+def read_config_file(path: str | Path, what: str = "config") -> dict:
+    """A JSON or YAML mapping from ``path``. A ``dress.json`` yields its ``config`` block."""
+    path = Path(path)
+    if not path.is_file():
+        raise DressError(f"{what} file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise DressError(f"{path} is neither JSON nor YAML: {err}") from None
+    if isinstance(data, dict) and "config" in data and "method" not in data and "variants" not in data:
+        data = data["config"]  # a dress.json
+    if not isinstance(data, dict):
+        raise DressError(f"{path} does not hold a {what} mapping")
+    return data
+
+
+# ---- nested config dicts --------------------------------------------------------------------
+def expand_dotted(flat: dict[str, Any]) -> dict:
+    """``{"regularize.lam": 4}`` -> ``{"regularize": {"lam": 4}}``; nested dicts may mix both forms."""
+    tree: dict = {}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            value = expand_dotted(value)
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        merge_trees(tree, value)
+    return tree
+
+
+def merge_trees(into: dict, other: dict) -> dict:
+    """Merge nested dict ``other`` into ``into`` (in place; ``other`` wins) and return ``into``."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge_trees(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import torch
 
+from dress.environment import env_flag
 from dress.errors import DressError
 
 EVAL_EVERY = 4  # document i is evaluation iff i % EVAL_EVERY == EVAL_EVERY - 1
@@ -220,13 +221,9 @@ HUB_TEXT: dict[str, HubText] = {
 }
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hub_offline_requested() -> bool:
     """Whether the user asked for offline mode (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
-    return _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE")
+    return env_flag("HF_HUB_OFFLINE") or env_flag("HF_DATASETS_OFFLINE")
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -382,6 +379,16 @@ def load_text(source: str, *, holdout: bool = False) -> TextSource:
     if source in HUB_TEXT:
         return _load_hub(source)
     return _load_local(Path(source).expanduser(), holdout)
+
+
+def text_source(text: str | list[str], name: str = "in-memory text") -> TextSource:
+    """Calibration text given directly (the Python API): one string or a list of documents, all
+    used for calibration (nothing is held out)."""
+    documents = [text] if isinstance(text, str) else list(text)
+    documents = [d for d in documents if d.strip()]
+    if not documents:
+        raise DressError("the calibration text is empty")
+    return TextSource(name, documents, [], disjoint=True, description="given by the caller")
 
 
 def _as_source(source: str | TextSource) -> TextSource:

@@ -10,9 +10,9 @@ assembled in a temporary sibling); an existing output is refused unless ``overwr
 ``resume`` the training stages continue from their checkpoints in ``<out>.checkpoints/``, which
 is deleted after success. Returns the record written to ``dress.json``.
 
-Under a launcher (``torchrun`` / ``accelerate launch``, see :mod:`dress.distributed`) every process
+Under a launcher (``torchrun`` / ``accelerate launch``, see :mod:`dress.training.distributed`) every process
 runs this same function on its own full copy of the model; the training stages split each global
-batch across the processes (:mod:`dress.engine`). Only the main process logs, evaluates
+batch across the processes (:mod:`dress.training.engine`). Only the main process logs, evaluates
 (perplexity, prune gap), writes the output folder and ``dress.json`` and deletes the checkpoints;
 the others wait at barriers, so every process returns when the output is complete.
 """
@@ -29,13 +29,16 @@ import torch
 
 from dress import __version__
 from dress.adapters import adapter_for, parameter_count
-from dress.checkpoint import check_output_dir, save_model
+from dress.io.saving import check_output_dir, save_model
 from dress.config import PruneConfig
-from dress.distributed import Runtime, current_runtime
+from dress.training.distributed import Runtime, current_runtime
 from dress.errors import DressError
-from dress.loading import load_model
-from dress.methods import PruneContext, method_function, method_needs_data
-from dress.training import clear_checkpoint
+from dress.io.loading import load_model
+from dress.logs import log, only_main_process
+from dress.methods import get as get_method
+from dress.methods.base import PruneContext
+from dress.environment import resolve_device as _resolve_device
+from dress.training.loop import clear_checkpoint
 
 PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
 
@@ -48,15 +51,15 @@ class StageClock:
         self.stages: dict[str, dict[str, float]] = {}
 
     @contextmanager
-    def stage(self, name: str, log=print):
-        log(f"[dress] {name} ...")
+    def stage(self, name: str):
+        log.info(f"{name} ...")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         yield
         seconds = time.perf_counter() - t0
         self.stages[name] = {"seconds": round(seconds, 2), "peak_memory_gib": round(self._peak_gib(), 3)}
-        log(f"[dress] {name}: {seconds:.1f} s")
+        log.info(f"{name}: {seconds:.1f} s")
 
     def _peak_gib(self) -> float:
         if self.device.type == "cuda":
@@ -70,11 +73,7 @@ def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch
     """The device of this process: under a launcher the rank's own (``cuda:LOCAL_RANK`` or cpu)."""
     if runtime is not None and runtime.distributed:
         return runtime.device
-    if config.device:
-        if config.device.startswith("cuda") and not torch.cuda.is_available():
-            raise DressError(f"--device {config.device} requested but CUDA is not available; use --device cpu")
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return _resolve_device(config.device)
 
 
 @dataclass
@@ -96,16 +95,25 @@ class Prepared:
     runtime: Runtime = Runtime()  # this process in a launch (the local default: one process)
 
 
+def method_needs_data(config: PruneConfig) -> bool:
+    """Whether the run needs calibration windows: the method reads them, or recovery trains on them."""
+    return get_method(config.method).needs_data(config) or config.recovery.enabled
+
+
 def prepare(
-    config: PruneConfig, log=print, clock: StageClock | None = None, *, need_data: bool | None = None,
-    runtime: Runtime | None = None,
+    config: PruneConfig, clock: StageClock | None = None, *, need_data: bool | None = None,
+    runtime: Runtime | None = None, model: torch.nn.Module | None = None, tokenizer=None,
+    calibration: str | None = None,
 ) -> Prepared:
     """Load the model, draw the calibration windows (if the method needs them, or ``need_data``)
     and evaluate the dense model. The draw depends only on ``config.data`` and the tokenizer, so
     every method given the same data block sees the same windows. Under a launcher every process
     loads and draws (the main process first, so downloads land once in the shared cache); only the
-    main process evaluates."""
-    from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples
+    main process evaluates.
+
+    ``model``/``tokenizer`` (the Python API): prune this in-memory model instead of loading
+    ``config.model``; ``calibration``: draw the windows from this text instead of ``config.data.calib``."""
+    from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples, text_source
     from dress.evaluation.perplexity import tokenize_once
 
     runtime = runtime or Runtime()
@@ -120,32 +128,39 @@ def prepare(
     # seconds rather than after a 7B model has loaded.
     calib_text = eval_text = None
     if wants_data or wants_eval:
-        with clock.stage("read text", log), runtime.main_first():
-            calib_text = load_text(config.data.calib) if wants_data else None
+        with clock.stage("read text"), runtime.main_first():
+            if wants_data:
+                calib_text = load_text(config.data.calib) if calibration is None else text_source(calibration)
             eval_text = evaluation_text(config.evaluate.source) if wants_eval else None
 
-    with clock.stage("load model", log), runtime.main_first():
-        loaded = load_model(config.model)
-        model, tokenizer = loaded.model.to(device), loaded.tokenizer
+    with clock.stage("load model"), runtime.main_first():
+        if model is None:
+            loaded = load_model(config.model)
+            model, tokenizer, source = loaded.model, loaded.tokenizer, loaded.source
+        else:
+            source = config.model or getattr(model.config, "_name_or_path", "") or "in-memory model"
+        model = model.to(device)
         adapter = adapter_for(model)
+    if tokenizer is None and (wants_data or wants_eval):
+        raise DressError("this run reads text (calibration or evaluation), so it needs the model's tokenizer; pass tokenizer=")
 
     reg_part = rec_part = None
     if wants_data:
-        with clock.stage("calibration data", log):
+        with clock.stage("calibration data"):
             samples = calibration_samples(
                 tokenizer, calib_text, config.data.samples, config.data.seq_len, config.data.seed
             )
             reg_part, rec_part = split_samples(samples, parse_split(config.data.split))
-        log(f"[dress] calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r}, "
+        log.info(f"calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r}, "
             f"split {config.data.split} -> {reg_part.shape[0]} regularization / {rec_part.shape[0]} recovery")
 
     eval_ids = None
     evaluation: dict = {}
     if wants_eval:
         eval_ids = tokenize_once(tokenizer, eval_text)
-        with clock.stage("evaluate dense", log):
+        with clock.stage("evaluate dense"):
             evaluation["dense"] = _held_out_ppl(config, model, eval_ids).__dict__
-    return Prepared(model, tokenizer, loaded.source, adapter.stock_after_prune, parameter_count(model),
+    return Prepared(model, tokenizer, source, adapter.stock_after_prune, parameter_count(model),
                     reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime)
 
 
@@ -158,7 +173,7 @@ def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = No
 
 
 def prune_prepared(
-    config: PruneConfig, prepared: Prepared, model, work_dir: Path, resume: bool = False, log=print,
+    config: PruneConfig, prepared: Prepared, model, work_dir: Path, resume: bool = False,
     clock: StageClock | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Run ``config.method`` (and recovery, and the pruned evaluation) on ``model`` — the dense
@@ -170,19 +185,19 @@ def prune_prepared(
     ctx = PruneContext(
         model=model, tokenizer=prepared.tokenizer, config=config, reg_part=prepared.reg_part,
         rec_part=prepared.rec_part, device=prepared.device, bf16=bf16, work_dir=work_dir, resume=resume,
-        clock=clock, log=log, runtime=prepared.runtime, distill=distill,
+        clock=clock, runtime=prepared.runtime, distill=distill,
         held_out_loss=(
             (lambda m: _held_out_ppl(config, m, eval_ids, PRUNE_GAP_WINDOWS).nll_mean) if eval_ids is not None else None
         ),
     )
-    outcome = method_function(config.method)(ctx)
+    outcome = get_method(config.method).function()(ctx)
     model = outcome.model
     report: dict = dict(outcome.report)
 
     if config.recovery.enabled and config.recovery.steps > 0:
-        from dress.recovery import recover
+        from dress.training.recovery import recover
 
-        with clock.stage(f"recover ({config.recovery.mode})", log):
+        with clock.stage(f"recover ({config.recovery.mode})"):
             model, history = recover(
                 model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
                 checkpoint_dir=work_dir / "recovery", resume=resume, distill=distill,
@@ -193,7 +208,7 @@ def prune_prepared(
 
     evaluation = dict(prepared.evaluation)
     if eval_ids is not None:
-        with clock.stage("evaluate pruned", log):
+        with clock.stage("evaluate pruned"):
             evaluation["pruned"] = _held_out_ppl(config, model, eval_ids).__dict__
 
     record = {
@@ -222,22 +237,22 @@ def _distillation(config: PruneConfig, model):
     ``config.distill.weight > 0``, else None."""
     if config.distill.weight <= 0:
         return None
-    from dress.distill import Distillation, frozen_teacher
+    from dress.training.distill import Distillation, frozen_teacher
 
     return Distillation(frozen_teacher(model), config.distill.weight, config.distill.temperature)
 
 
-def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False, log=print) -> dict:
+def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
     out = Path(out)
     runtime = current_runtime(config.device)
-    log = runtime.main_log(log)
+    only_main_process(runtime.is_main)
     if not resume:
         check_output_dir(out, overwrite)
     runtime.barrier()  # every process has checked --out before the main one can create it
     work_dir = out.with_name(f"{out.name}.checkpoints")
     clock = StageClock(resolve_device(config, runtime))
-    prepared = prepare(config, log, clock, runtime=runtime)
-    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, log, clock)
+    prepared = prepare(config, clock, runtime=runtime)
+    model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
     if runtime.is_main:
         model = model.to("cpu")
         save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume)

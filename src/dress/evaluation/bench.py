@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dress.adapters import parameter_count
 from dress.errors import DressError
 
 
@@ -88,11 +89,6 @@ class Timing:
 
 
 # ---------------------------------------------------------------- pure facts and arithmetic
-def count_parameters(model: nn.Module) -> int:
-    """Distinct parameters (a tied embedding/head counts once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of the distinct parameters and buffers as they sit in memory."""
     seen: set[int] = set()
@@ -243,7 +239,7 @@ def _interleaved(runs: list[_ModelRuns], fn, timing_of, settings: BenchSettings,
 def _model_facts(model: nn.Module) -> dict:
     cfg = model.config
     return {
-        "params": count_parameters(model),
+        "params": parameter_count(model),
         "weight_bytes": weight_bytes(model),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "hidden_size": getattr(cfg, "hidden_size", None),
@@ -269,7 +265,7 @@ def benchmark(
     JSON-ready dict: ``settings``, ``environment``, ``models`` (``pruned``/``dense``: facts, timings,
     memory) and ``ratios`` (:func:`speed_ratios`).
     """
-    from tqdm.auto import tqdm
+    from dress.logs import progress as progress_bar
 
     settings.validate()
     device = torch.device(device) if device is not None else next(dense.parameters()).device
@@ -295,7 +291,7 @@ def benchmark(
 
     runs = [_ModelRuns("dense", dense), _ModelRuns("pruned", pruned)]
     total = 2 * 2 * (settings.warmup + settings.repeats)
-    with torch.inference_mode(), tqdm(total=total, desc="bench", unit="run", disable=not progress) as bar:
+    with torch.inference_mode(), progress_bar(total=total, desc="bench", unit="run", disable=not progress) as bar:
         _interleaved(runs, prefill, lambda r: r.prefill, settings, device, bar)
         _interleaved(runs, generate, lambda r: r.generate, settings, device, bar)
 

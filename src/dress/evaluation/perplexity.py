@@ -130,7 +130,7 @@ def perplexity(
     moved). ``seq_len`` defaults to :func:`default_seq_len`; a ``seq_len`` beyond the model's
     ``max_position_embeddings`` is refused.
     """
-    from tqdm.auto import tqdm
+    from dress.logs import progress as progress_bar
 
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if seq_len is None:
@@ -144,7 +144,7 @@ def perplexity(
     device = torch.device(device) if device is not None else _model_device(model)
 
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    with torch.inference_mode(), tqdm(total=n, unit="window", desc=f"perplexity L={seq_len}", disable=not progress) as bar:
+    with torch.inference_mode(), progress_bar(total=n, unit="window", desc=f"perplexity L={seq_len}", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             batch = windows[start : start + batch_size].to(device)
             logits = model(input_ids=batch, use_cache=False).logits

@@ -1,79 +1,102 @@
-"""Pruning methods, by name.
+"""The method registry: every pruning method, by name.
 
-A method is a function ``apply(ctx: PruneContext) -> MethodOutcome``: it receives the dense model
-and the calibration data and returns the pruned model. The pipeline (:mod:`dress.pipeline`) does
-everything common to all methods (loading, data, evaluation, recovery, saving). A method reports
-its own diagnostics (``report``) and the structural facts of its result (``record``: e.g. hidden
-width before/after and channels removed, or the layers removed) for ``dress.json``.
+A method is a folder under ``dress/methods/`` whose ``__init__.py`` calls :func:`register` (and
+:func:`register_config` for its own config block). :func:`methods` imports every such folder once,
+so the config's ``method`` choices, the CLI's ``--method`` choices and help, and ``dress compare``'s
+names (aliases included) all come from here: adding a method touches its folder and nothing else.
+
+The registered ``apply`` is a ``"module:function"`` string imported on use, so listing the methods
+(``dress --help``) does not import torch-heavy code. A method's contract (what ``apply`` receives
+and returns) is in :mod:`dress.methods.base`.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import torch
-from torch import nn
-
-from dress.distributed import Runtime
-
-# name -> "module:function" under dress.methods, imported on use.
-METHODS: dict[str, str] = {
-    "direct": "width:direct",
-    "dress": "width:dress",
-    "fpr": "width:fpr",
-    "slicegpt": "slicegpt:slicegpt",
-    "sleb": "depth:sleb",
-    "shortgpt": "depth:shortgpt",
-    "trsp": "trsp:trsp",
-    "llm-surgeon": "llm_surgeon.method:llm_surgeon",
-}
+from pydantic import BaseModel
 
 
-@dataclass
-class PruneContext:
-    model: nn.Module
-    tokenizer: object
-    config: object  # dress.config.PruneConfig
-    reg_part: torch.Tensor | None  # calibration windows for regularization / scoring
-    rec_part: torch.Tensor | None  # calibration windows for recovery
-    device: torch.device
-    bf16: bool
-    work_dir: Path  # checkpoints of training stages live under here
-    resume: bool
-    clock: object  # dress.pipeline.StageClock
-    log: Callable[[str], None] = print
-    held_out_loss: Callable[[nn.Module], float] | None = None  # mean NLL on a few held-out windows
-    runtime: Runtime = Runtime()  # this process in a launch; methods broadcast data-dependent choices
-    distill: object = None  # dress.distill.Distillation for every training stage, or None
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method.
 
-    def scoring_windows(self) -> torch.Tensor | None:
-        """Every calibration window (both parts of the split), for data-aware *scoring* (channel or
-        layer choice): a run that puts all data into recovery (``--split 0:1``) then scores exactly
-        as one that regularizes on it. ``None`` when there is no data."""
-        parts = [p for p in (self.reg_part, self.rec_part) if p is not None and p.shape[0] > 0]
-        return torch.cat(parts) if parts else None
+    ``apply``: ``"dress.methods.x.module:function"``; ``summary``: one line for ``--help``;
+    ``needs_data(config)``: whether the method itself reads calibration windows (recovery's need
+    is the pipeline's business); ``aliases``: extra ``dress compare`` names, each a set of dotted
+    config overrides (``{"dress-l1": {"regularize.norm": "l1"}}``)."""
+
+    name: str
+    apply: str
+    summary: str
+    needs_data: Callable[[Any], bool] = lambda config: True
+    aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def function(self) -> Callable:
+        module, func = self.apply.split(":")
+        return getattr(importlib.import_module(module), func)
 
 
-@dataclass
-class MethodOutcome:
-    model: nn.Module
-    report: dict = field(default_factory=dict)
-    record: dict = field(default_factory=dict)
-    keep_zero_structures: bool = False  # recovery keeps exactly-zero rows/columns of linears at zero
+_METHODS: dict[str, MethodSpec] = {}
+_CONFIGS: dict[str, type[BaseModel]] = {}
+_discovered = False
 
 
-def method_function(name: str) -> Callable[[PruneContext], MethodOutcome]:
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method (called from its folder's ``__init__.py``)."""
+    if spec.name in _METHODS and _METHODS[spec.name] != spec:
+        raise ValueError(f"method {spec.name!r} is registered twice")
+    _METHODS[spec.name] = spec
+    return spec
+
+
+def register_config(section: str, model: type[BaseModel]) -> None:
+    """Add a config block ``section`` (e.g. ``"trsp"``) to :class:`dress.config.PruneConfig`."""
+    if _CONFIGS.get(section, model) is not model:
+        raise ValueError(f"config block {section!r} is registered twice")
+    _CONFIGS[section] = model
+
+
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        folders = sorted((info.name for info in pkgutil.iter_modules(__path__) if info.ispkg),
+                         key=lambda name: (name != "dress", name))  # the default method first
+        for name in folders:
+            importlib.import_module(f"{__name__}.{name}")
+
+
+def methods() -> dict[str, MethodSpec]:
+    """Every registered method, by name, in registration order."""
+    _discover()
+    return dict(_METHODS)
+
+
+def config_blocks() -> dict[str, type[BaseModel]]:
+    """Every method-owned config block, by section name."""
+    _discover()
+    return dict(_CONFIGS)
+
+
+def get(name: str) -> MethodSpec:
     from dress.errors import DressError
 
-    if name not in METHODS:
-        raise DressError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    module_name, func = METHODS[name].split(":")
-    return getattr(importlib.import_module(f"dress.methods.{module_name}"), func)
+    known = methods()
+    if name not in known:
+        raise DressError(f"unknown method {name!r}; choose one of {', '.join(known)}")
+    return known[name]
 
 
-def method_needs_data(config) -> bool:
-    """Whether the run needs calibration samples (training, data-aware scoring, or recovery)."""
-    return config.method != "direct" or config.selection == "activation" or config.recovery.enabled
+def aliases() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``dress compare`` names beyond the method names: alias -> (method, overrides)."""
+    return {alias: (spec.name, overrides) for spec in methods().values() for alias, overrides in spec.aliases.items()}
+
+
+def help_text() -> str:
+    """One line per method, for ``--method``'s help."""
+    return "; ".join(f"{spec.name}: {spec.summary}" for spec in methods().values())

@@ -7,3 +7,11 @@ threshold (:mod:`.threshold`); a multi-shot linear schedule with the curvature r
 shot (:mod:`.method`); then, beyond the official code, the exact physical removal of dead FFN
 neurons and KV groups (:mod:`.compact`). See docs/llm-surgeon.md.
 """
+
+from dress.methods import MethodSpec, register, register_config
+from dress.methods.llm_surgeon.config import LLMSurgeonConfig
+
+register_config("llm_surgeon", LLMSurgeonConfig)
+register(MethodSpec("llm-surgeon", "dress.methods.llm_surgeon.method:llm_surgeon",
+                    "curvature-based (K-FAC/OBS) removal of rows and columns of every decoder linear, "
+                    "multi-shot; dead FFN neurons and KV groups are cut, other zeros stay"))

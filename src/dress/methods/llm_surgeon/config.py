@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from dress.config_base import StrictConfig
 
 
-class LLMSurgeonConfig(BaseModel):
+class LLMSurgeonConfig(StrictConfig):
     """LLM Surgeon, structured (van der Ouderaa et al., ICLR 2024), see
     :mod:`dress.methods.llm_surgeon`. CPU defaults; the official runs use 128 windows x 2048
     (4096 for LLaMA) tokens and 40 shots to 50% (20 shots to 25%): experiments/*.paper.yaml."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    title: ClassVar[str] = "LLM Surgeon (llm-surgeon)"
+    flag_prefix: ClassVar[str] = "surgeon-"
 
     shots: int = Field(5, ge=1, description="shots of the linear schedule; each re-estimates the curvature "
                        "(official: 40 shots to 50%, i.e. 1.25% per shot)")
     samples: int | None = Field(32, ge=1, description="calibration windows for the curvature (the first ones "
-                                "of the regularization part); None: all of it (official: 128)")
+                                "of the regularization part; 'all': every one; official: 128)")
     batch_size: int = Field(1, ge=1, description="windows per curvature forward/backward (memory only)")
     damp_g: float = Field(0.01, ge=0.0, description="damping of G, relative to its mean diagonal")
     damp_a: float = Field(0.01, ge=0.0, description="damping of A, relative to its mean diagonal")

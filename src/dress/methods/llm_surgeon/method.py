@@ -26,7 +26,8 @@ from torch import nn
 
 from dress.adapters import Adapter, adapter_for, parameter_count
 from dress.errors import DressError
-from dress.methods import MethodOutcome, PruneContext
+from dress.logs import log as _log
+from dress.methods.base import MethodOutcome, PruneContext
 from dress.methods.llm_surgeon.compact import REBUILD, compact
 from dress.methods.llm_surgeon.config import LLMSurgeonConfig
 from dress.methods.llm_surgeon.costs import col_costs, damped_inverse, row_costs, surgery
@@ -132,7 +133,7 @@ def surgeon_prune(
     budget: int,
     cfg: LLMSurgeonConfig,
     *,
-    log=print,
+    log=_log.info,
     held_out_loss=None,
 ) -> list[dict]:
     """Run the ``cfg.shots`` shots on ``model`` in place, zeroing ``budget`` entries of the
@@ -167,7 +168,7 @@ def surgeon_prune(
         report["seconds"] = round(time.perf_counter() - start, 1)
         reports.append(report)
         held = f", held-out loss {report['held_out_loss']:.4f}" if "held_out_loss" in report else ""
-        log(f"[dress] LLM Surgeon shot {t}/{cfg.shots}: {zeros / total:.2%} of decoder linear entries zero "
+        log(f"LLM Surgeon shot {t}/{cfg.shots}: {zeros / total:.2%} of decoder linear entries zero "
             f"(target {shot_budget / total:.2%}; {done['rows_removed']} rows, {done['cols_removed']} columns), "
             f"calibration loss before {calib_loss:.4f}{held}; {report['seconds']:.0f} s "
             f"(curvature {curvature_s:.0f} s)")
@@ -181,7 +182,7 @@ def _curvature_progress(log, shot: int, shots: int):
         now = time.perf_counter()
         if done == total or now - last[0] > 60:
             last[0] = now
-            log(f"[dress]   shot {shot}/{shots}: curvature {done}/{total} windows")
+            log(f"  shot {shot}/{shots}: curvature {done}/{total} windows")
 
     return progress
 
@@ -212,7 +213,7 @@ def calibration_windows(ctx: PruneContext) -> torch.Tensor:
 
 
 def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
-    model, config, log = ctx.model, ctx.config, ctx.log
+    model, config, log = ctx.model, ctx.config, _log.info
     cfg: LLMSurgeonConfig = config.llm_surgeon
     adapter = adapter_for(model)
     windows = calibration_windows(ctx)
@@ -230,17 +231,17 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
     else:
         budget = int(round(config.ratio * total))
         how = f"{config.ratio:.0%} of the decoder linear entries ({budget / 1e6:.1f}M)"
-    log(f"[dress] LLM Surgeon: zero {how} in {cfg.shots} shots; curvature on {windows.shape[0]} x "
+    log(f"LLM Surgeon: zero {how} in {cfg.shots} shots; curvature on {windows.shape[0]} x "
         f"{windows.shape[1]} tokens per shot")
     loss_before = ctx.held_out_loss(model) if ctx.held_out_loss else None
-    with ctx.clock.stage(f"LLM Surgeon ({cfg.shots} shots)", log):
+    with ctx.clock.stage(f"LLM Surgeon ({cfg.shots} shots)"):
         shots = surgeon_prune(model, windows, budget, cfg, log=log,
                               held_out_loss=ctx.held_out_loss if cfg.eval_each_shot else None)
     zeros = zero_entries(linears)
     allocation = layer_allocation(model, adapter)
     widths = None
     if cfg.compact:
-        with ctx.clock.stage("remove dead FFN neurons and KV groups", log):
+        with ctx.clock.stage("remove dead FFN neurons and KV groups"):
             widths = compact(model)
     params_after = parameter_count(model)
     zeros_kept = zero_entries(decoder_linears(model, adapter))
@@ -254,7 +255,7 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
         "params_removed_fraction": (params_dense - params_after) / params_dense,
         "zeros_kept_in_place": zeros_kept,
     }
-    log(f"[dress] LLM Surgeon: {zeros / total:.2%} of decoder linear entries zero ({zeros / 1e6:.1f}M = "
+    log(f"LLM Surgeon: {zeros / total:.2%} of decoder linear entries zero ({zeros / 1e6:.1f}M = "
         f"{zeros / params_dense:.1%} of all parameters); physically removed {(params_dense - params_after) / 1e6:.1f}M "
         f"({(params_dense - params_after) / params_dense:.1%}); {zeros_kept / 1e6:.1f}M zeros stay in place")
     report: dict = {"llm_surgeon": {"shots": shots, "counts": counts, "allocation": allocation,
@@ -262,7 +263,7 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
     if loss_before is not None:
         loss_after = ctx.held_out_loss(model)
         report["prune_gap_nats"] = loss_after - loss_before
-        log(f"[dress] prune gap: {loss_after - loss_before:+.4f} nats (held-out loss {loss_before:.4f} -> {loss_after:.4f})")
+        log(f"prune gap: {loss_after - loss_before:+.4f} nats (held-out loss {loss_before:.4f} -> {loss_after:.4f})")
     record: dict = {"loader": "dress" if widths is not None else "transformers", "llm_surgeon_counts": counts}
     if widths is not None:
         record["stock_checkpoint"] = False

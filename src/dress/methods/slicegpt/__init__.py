@@ -1,0 +1,16 @@
+"""SliceGPT (Ashkboos et al., 2024): rotate the residual stream by its PCA and slice it
+(``method.py``; the rotations and norm folding in ``rotate.py``)."""
+
+from dress.methods import MethodSpec, register
+
+register(MethodSpec("slicegpt", "dress.methods.slicegpt.method:slicegpt",
+                    "rotate the residual stream by its PCA and slice the weakest directions"))
+
+
+def __getattr__(name):
+    # dress.json files written before methods were folders name "dress.methods.slicegpt:rebuild".
+    if name == "rebuild":
+        from dress.methods.slicegpt.method import rebuild
+
+        return rebuild
+    raise AttributeError(name)
