@@ -57,11 +57,12 @@ def _against(args) -> str:
 def run(args) -> int:
     import torch
 
+    from dress.environment import resolve_device
     from dress.evaluation.bench import BenchSettings, benchmark
     from dress.io.loading import load_model
     from dress.io.record import append_to_record, write_json_atomic
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     dtype_name = args.dtype if args.dtype != "auto" else ("bfloat16" if torch.device(device).type == "cuda" else "float32")
     overrides = {
         k: getattr(args, k)

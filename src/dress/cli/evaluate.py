@@ -1,4 +1,4 @@
-"""``dress eval``: perplexity and zero-shot accuracy of one model (GUIDE §6).
+"""``dress eval``: perplexity and zero-shot accuracy of one model (docs/evaluation.md).
 
 Prints aligned tables, writes everything to ``--json FILE`` if asked, and, when MODEL is a folder
 dress pruned (it has a ``dress.json``), appends the result to its ``"evaluations"``.
@@ -55,14 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _device(spec: str | None) -> str:
-    import torch
-
-    if spec:
-        return spec
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _validate(args) -> None:
     for name in ("seq_len", "batch_size", "max_windows", "limit"):
         value = getattr(args, name)
@@ -73,6 +65,7 @@ def _validate(args) -> None:
 def run(args) -> int:
     import torch
 
+    from dress.environment import resolve_device
     from dress.evaluation.perplexity import perplexity, tokenize_once
     from dress.evaluation.zeroshot import parse_tasks, resolve_source, zeroshot
     from dress.io.loading import load_model
@@ -89,7 +82,7 @@ def run(args) -> int:
         texts = {src: evaluation_text(src) for src in ppl_sources}
     tasks_source = resolve_source(args.tasks_source) if tasks else None
 
-    device = _device(args.device)
+    device = str(resolve_device(args.device))
     started = time.time()
     loaded = load_model(args.model, dtype=getattr(torch, args.dtype), device=device)
     entry = {

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocols (GUIDE §6): perplexity, zero-shot accuracy, speed.
+"""The paper's evaluation protocols (docs/evaluation.md): perplexity, zero-shot accuracy, speed.
 
 - :mod:`dress.evaluation.perplexity`: non-overlapping windows, mean token NLL, exp.
 - :mod:`dress.evaluation.zeroshot`: lm-eval on PIQA, WinoGrande, HellaSwag, ARC-e, ARC-c

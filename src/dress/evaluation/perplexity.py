@@ -1,4 +1,4 @@
-"""Perplexity, the standard protocol of the pruning literature (GUIDE §6).
+"""Perplexity, the standard protocol of the pruning literature (docs/evaluation.md).
 
 Protocol, exactly:
 

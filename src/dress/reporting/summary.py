@@ -41,7 +41,8 @@ def prune_summary(record: dict, out: Path) -> str:
         d, q = held["dense"], held["pruned"]
         lines.append(
             f"  perplexity   dense {d['ppl']:.2f} -> pruned {q['ppl']:.2f}  ({q['ppl'] / d['ppl']:.2f}x; "
-            f"{record['evaluation']['source']} held-out, {d['n_tokens_scored']} tokens, context {d['seq_len']})"
+            f"{record['evaluation']['source']} held-out, {d['n_tokens_scored']} tokens, context {d['seq_len']}; "
+            f"perplexities at other contexts, e.g. dress eval's default 2048, do not compare)"
         )
     stages = record.get("stages", {})
     if stages:

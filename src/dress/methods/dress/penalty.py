@@ -1,6 +1,6 @@
 """The DReSS penalty: channel groups, their norms, and the proximal step that zeroes them.
 
-Groups (GUIDE §1). For every channel ``c`` in the regularized set, one group per tensor slice that
+Groups (docs/dress.md). For every channel ``c`` in the regularized set, one group per tensor slice that
 touches ``c``: input column ``c`` of every reader (q/k/v, gate/up or fc1, lm_head), output row
 ``c`` of every writer (o_proj/down_proj, out_proj/fc2, dense) and its bias entry, embedding
 column ``c`` (token and positional), norm weight/bias entry ``c``.
@@ -17,8 +17,8 @@ measured on SmolLM2) are driven to zero *at the same pace*, so every removed gro
 the same step instead of the small ones first and the norms never.
 
 Why a proximal step. With Adam every parameter moves about ``lr`` per step whatever the gradient's
-size, so adding ``lam * R`` to the loss barely changes how fast the groups shrink (GUIDE §9: 55-75%
-of their mass left after 200 steps whatever lam was). We therefore optimise ``LM + mu * R`` by
+size, so adding ``lam * R`` to the loss barely changes how fast the groups shrink (docs/dress.md, "The
+problem the first feasibility run found": 55-75% of their mass left after 200 steps whatever lam was). We therefore optimise ``LM + mu * R`` by
 *proximal gradient* with the penalty decoupled from Adam, as AdamW decouples weight decay: Adam
 steps on the LM loss, then each group takes the exact proximal step of its penalty with step size
 ``mu * lr_t``:
