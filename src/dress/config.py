@@ -78,7 +78,8 @@ class _PruneBase(StrictConfig):
     method: str = Field("dress", description="pruning method")  # choices: the registry's (see _build_prune_config)
     ratio: float = Field(
         0.25, gt=0.0, lt=1.0, description="fraction to remove: of the hidden width (width methods), or of the "
-        "parameters, in whole layers (sleb, shortgpt, trsp)")
+        "parameters, in whole layers (sleb, shortgpt, trsp), or of the parameters, zeroed in decoder linears (llm-surgeon; "
+        "see --surgeon-target)")
     selection: Literal["last", "activation", "weight"] = Field(
         "activation", description="which hidden channels to remove: smallest activations, smallest weights, or the last ones")
     width_multiple: int = Field(

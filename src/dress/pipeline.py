@@ -227,6 +227,7 @@ def prune_prepared(
             model, history = recover(
                 model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
                 checkpoint_dir=work_dir / "recovery", resume=resume, distill=distill,
+                keep_zero_structures=outcome.keep_zero_structures,
             )
         report["recovery"] = history.as_dict()
     del ctx, distill  # free the teacher before evaluating

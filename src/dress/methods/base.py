@@ -65,3 +65,4 @@ class MethodOutcome:
     model: nn.Module
     report: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    keep_zero_structures: bool = False  # recovery keeps exactly-zero rows/columns of linears at zero

@@ -51,14 +51,21 @@ def recover(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     distill: Distillation | None = None,
+    keep_zero_structures: bool = False,
 ) -> tuple[nn.Module, TrainHistory]:
     """Train LoRA adapters on ``samples`` and merge them; returns the merged model. With
     ``config.mode == "full"`` every parameter is trained instead, with the same schedule.
-    ``distill``: distil from the dense model as well (:mod:`dress.training.distill`)."""
+    ``distill``: distil from the dense model as well (:mod:`dress.training.distill`).
+    ``keep_zero_structures``: zero rows and columns of every linear stay exactly zero
+    (:mod:`dress.pruning.zero_structures`; LLM Surgeon's in-place zeros)."""
     if config.mode == "full":
         trained, label, finish = _unfrozen(model), "recover (full)", _frozen
     else:
         trained, label, finish = attach_lora(model, config), "recover (LoRA)", merge_lora
+    if keep_zero_structures:
+        from dress.pruning.zero_structures import protect_zero_structures
+
+        protect_zero_structures(trained)
     settings = config.settings(config.steps, seed=seed + 1, bf16=bf16, desc=label)
     history = train(trained, samples, settings, None, checkpoint_dir, resume,
                     distill=distill)
