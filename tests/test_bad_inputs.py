@@ -47,7 +47,7 @@ def _report(argv: list[str], line: str) -> None:
     """With DRESS_BAD_INPUT_REPORT=FILE, append (test, message) as a JSON line (docs/robustness.md)."""
     path = os.environ.get("DRESS_BAD_INPUT_REPORT")
     if path:
-        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
         with open(path, "a") as f:
             f.write(json.dumps({"test": test, "message": line}) + "\n")
 

@@ -81,9 +81,20 @@ def prune(
     clock = StageClock(resolve_device(cfg, runtime))
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dress-work-")) if temporary else Path(work_dir)
+    state = None
+    if not temporary and module is None and calibration is None:
+        # a named model and data: the work folder is fingerprinted like `dress prune`'s (dress.resume)
+        from dress.io.loading import resolve_model_path
+        from dress.resume import RunState, run_fingerprint
+
+        state = RunState.open(work, run_fingerprint(cfg, *resolve_model_path(cfg.model)), resume,
+                              writer=runtime.is_main)
     try:
-        prepared = prepare(cfg, clock, runtime=runtime, model=module, tokenizer=tokenizer, calibration=calibration)
-        pruned, record = prune_prepared(cfg, prepared, prepared.model, work, resume, clock)
+        from dress.resume import running
+
+        with running(state):
+            prepared = prepare(cfg, clock, runtime=runtime, model=module, tokenizer=tokenizer, calibration=calibration)
+            pruned, record = prune_prepared(cfg, prepared, prepared.model, work, resume, clock)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("model", nargs="?", help="model to prune: a bundled name (smollm2-135m, gemma3-270m), a local folder or a hub id "
       "(default: the bundled smollm2-135m)")
     a("--out", required=True, type=Path, help="output folder for the pruned model")
-    a("--overwrite", action="store_true", help="replace --out if it exists")
-    a("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/")
+    a("--overwrite", action="store_true", help="replace --out if it exists (and discard the checkpoints of an "
+      "interrupted run in <out>.checkpoints/)")
+    a("--resume", action="store_true", help="continue an interrupted run from <out>.checkpoints/; refused if any "
+      "setting that changes the weights differs (the message names it) or if --out is already finished")
     a("--config", type=Path, help="JSON or YAML config file (PruneConfig fields, or a dress.json); options override it")
     p.set_defaults(_config_fields=add_config_options(p, skip=("model",)))
     return p
