@@ -9,7 +9,7 @@ import pytest
 
 import dress.pipeline
 from dress.cli import main
-from dress.compare.report import preserved_caption, preserved_grid
+from dress.comparison.report import preserved_caption, preserved_grid
 from tiny_models import save_tiny, write_corpus
 
 FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",

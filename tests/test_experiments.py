@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dress.compare import CompareConfig, plan
+from dress.comparison import CompareConfig, plan
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
 

@@ -72,13 +72,18 @@ def prune(
     interrupted call continues from it.
     """
     from dress.pipeline import StageClock, prepare, prune_prepared, resolve_device
+    from dress.run_setup import resolve_run, run_record
     from dress.training.distributed import current_runtime
     from dress.training.loop import clear_checkpoint
 
     module = model if isinstance(model, nn.Module) else None
     cfg = resolve_config(config, None if module is not None else model, **settings)
     runtime = current_runtime(cfg.device)
-    clock = StageClock(resolve_device(cfg, runtime))
+    device = resolve_device(cfg, runtime)
+    if module is not None:  # already in memory: nothing left to plan before loading
+        cfg = cfg.model_copy(update={"skip_memory_check": True})
+    cfg, planned = resolve_run(cfg, device, runtime)  # the preset, bf16 support, batch split, memory plan
+    clock = StageClock(device)
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dress-work-")) if temporary else Path(work_dir)
     state = None
@@ -100,6 +105,7 @@ def prune(
             shutil.rmtree(work, ignore_errors=True)
     if not temporary:
         clear_checkpoint(work)
+    record.update(run_record(cfg, planned))
     return PruneResult(pruned, prepared.tokenizer, record)
 
 
@@ -136,9 +142,9 @@ def evaluate(
 
 
 def compare(spec, out: str | Path) -> dict:
-    """Run (or resume) a comparison (:class:`dress.compare.CompareConfig` or a dict in the shape of
+    """Run (or resume) a comparison (:class:`dress.comparison.CompareConfig` or a dict in the shape of
     the files in ``experiments/``) into ``out``; returns the results (also in ``out/results.json``)."""
-    from dress.compare import CompareConfig, run_compare
+    from dress.comparison import CompareConfig, run_compare
 
     if not isinstance(spec, CompareConfig):
         spec = CompareConfig.model_validate(spec)

@@ -1,6 +1,6 @@
 """Logging and progress bars for every command.
 
-Messages go through :mod:`logging` under the ``dress`` logger (``dress.compare`` for
+Messages go through :mod:`logging` under the ``dress`` logger (``dress.comparison`` for
 ``dress compare``), shown as ``[dress] message``. The CLI calls :func:`setup_logging`: one handler
 on stderr that flushes every line (nothing is lost when a batch scheduler kills the job), INFO or,
 with ``--quiet``, WARNING. Under a launcher only the main process logs (:func:`only_main_process`).

@@ -1,7 +1,7 @@
 """``dress compare``: run several methods with one calibration draw and one evaluation, and write
-the paper-style table and figures (see :mod:`dress.compare`).
+the paper-style table and figures (see :mod:`dress.comparison`).
 
-Settings come from, in increasing priority: ``--config FILE`` (a :class:`dress.compare.CompareConfig`
+Settings come from, in increasing priority: ``--config FILE`` (a :class:`dress.comparison.CompareConfig`
 in YAML/JSON, e.g. one of ``experiments/``), then ``--methods``/``--ratios``, then every option of
 ``dress prune`` (``--samples``, ``--steps``, ...: they set the base config of all methods), then
 ``--set FIELD=VALUE`` (one value: a base setting; several, comma-separated: a sweep).
@@ -75,7 +75,7 @@ def parse_set(text: str) -> tuple[str, list[Any]]:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from dress.compare import CompareConfig, Variant, variant_from_name
+    from dress.comparison import CompareConfig, Variant, variant_from_name
     from dress.config import read_config_file
 
     data = read_config_file(args.config, "comparison") if args.config else {}
@@ -120,8 +120,8 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dress.compare import run_compare
-    from dress.compare.report import markdown_table
+    from dress.comparison import run_compare
+    from dress.comparison.report import markdown_table
     from dress.training.distributed import launched
 
     if launched():

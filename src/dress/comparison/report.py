@@ -1,4 +1,4 @@
-"""Tables and figures of a comparison (:mod:`dress.compare`), written from ``results.json`` alone.
+"""Tables and figures of a comparison (:mod:`dress.comparison`), written from ``results.json`` alone.
 
 * ``results.md``: the paper's Table 1 shape — Method | Ratio | Params | PPL | per-task accuracy |
   Avg — with the dense row first, plus the sweep fields, the prune gap and DReSS's preserved ratio

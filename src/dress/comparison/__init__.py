@@ -19,8 +19,8 @@ Contract of :func:`run_compare`:
   ``<out>/.work/<entry>/``.
 * Unknown or unregistered methods are refused before anything runs.
 
-Outputs, written after every entry: ``results.json``, ``results.md`` (:mod:`dress.compare.report`)
-and PNG plots (:mod:`dress.compare.report`).
+Outputs, written after every entry: ``results.json``, ``results.md`` (:mod:`dress.comparison.report`)
+and PNG plots (:mod:`dress.comparison.report`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dress.errors import DressError
 from dress.io.record import slug, write_json_atomic
 from dress.resume import digest
 
-log = logging.getLogger("dress.compare")
+log = logging.getLogger("dress.compare")  # shown as "[dress compare]"
 RESULTS_JSON = "results.json"
 FORMAT_VERSION = 1
 
@@ -158,7 +158,7 @@ fingerprint = digest  # one canonical hash for compare's entries and prune's che
 # ---- running -------------------------------------------------------------------------------
 def run_compare(spec: CompareConfig, out: Path) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
-    from dress.compare.report import write_outputs
+    from dress.comparison.report import write_outputs
     from dress.data import check_text_source
     from dress.pipeline import StageClock, prepare, prune_prepared
     from dress.environment import resolve_device
