@@ -57,11 +57,18 @@ def linear_entries(linears: dict[str, nn.Linear]) -> int:
 
 
 def zero_entries(linears: dict[str, nn.Linear]) -> int:
+    """Entries of all ``W~`` that lie in a zero row (weights and bias) or a zero column: what removing
+    structures zeroes. Isolated exact zeros (a dequantized checkpoint has many: 4.5% of Gemma3-270M's
+    bundled linears) are not removed structure and are not counted."""
     total = 0
     for lin in linears.values():
-        total += int((lin.weight == 0).sum())
+        w = lin.weight.detach()
+        rows = (w == 0).all(dim=1)
         if lin.bias is not None:
-            total += int((lin.bias == 0).sum())
+            rows &= lin.bias.detach() == 0
+        r, c = int(rows.sum()), int((w == 0).all(dim=0).sum())
+        n_rows, n_cols = w.shape[0], w.shape[1] + (1 if lin.bias is not None else 0)
+        total += r * n_cols + c * n_rows - r * c
     return total
 
 
@@ -194,8 +201,8 @@ def layer_allocation(model: nn.Module, adapter: Adapter) -> dict:
         zeros = total = 0
         for rel in adapter.layer_readers + adapter.layer_writers:
             lin = layer.get_submodule(rel)
-            z = int((lin.weight == 0).sum()) + (int((lin.bias == 0).sum()) if lin.bias is not None else 0)
-            n = lin.weight.numel() + (lin.bias.numel() if lin.bias is not None else 0)
+            z = zero_entries({rel: lin})
+            n = linear_entries({rel: lin})
             zeros, total = zeros + z, total + n
             role = per_role.setdefault(rel, [0, 0])
             role[0] += z

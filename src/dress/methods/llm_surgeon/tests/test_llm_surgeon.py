@@ -341,3 +341,15 @@ def test_without_protection_recovery_would_fill_the_zeros():
         model.model.layers[0].mlp.down_proj.weight[:, 2] = 0.0
     recovered, _ = recover(model, sample_ids(4, 12), RecoveryConfig(steps=3, lr=1e-2))
     assert (recovered.model.layers[0].mlp.down_proj.weight[:, 2] != 0).any()
+
+
+def test_only_zero_rows_and_columns_count_as_removed():
+    lin = nn.Linear(5, 4, bias=True).double()
+    with torch.no_grad():
+        lin.weight[1, 2] = 0.0  # an isolated zero (as dequantized checkpoints have): not a structure
+        lin.weight[3] = 0.0  # a zero row, but its bias entry is not zero: not removed
+        lin.weight[:, 4] = 0.0  # a zero column: 4 entries
+    assert zero_entries({"x": lin}) == 4
+    with torch.no_grad():
+        lin.bias[3] = 0.0  # now row 3 is removed too: 6 entries (5 weights + bias), 1 shared with column 4
+    assert zero_entries({"x": lin}) == 4 + 6 - 1
