@@ -199,7 +199,7 @@ def test_out_of_memory_is_an_answer_and_resume_continues(tmp_path, monkeypatch, 
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "out of memory in stage recover (lora)" in err and "--resume" in err and "Traceback" not in err
-    assert (tmp_path / "out.checkpoints" / "regularize" / "state.pt").is_file()
+    assert (tmp_path / "out.checkpoints" / "regularize" / "state.json").is_file()
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
     record = json.loads((out / "dress.json").read_text())

@@ -24,6 +24,8 @@ from typing import Any
 
 from torch import nn
 
+from dress.logs import log
+
 
 @dataclass
 class PruneResult:
@@ -83,6 +85,8 @@ def prune(
     if module is not None:  # already in memory: nothing left to plan before loading
         cfg = cfg.model_copy(update={"skip_memory_check": True})
     cfg, planned = resolve_run(cfg, device, runtime)  # the preset, bf16 support, batch split, memory plan
+    for line in planned.get("verdict", []):
+        log.info(line)
     clock = StageClock(device)
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dress-work-")) if temporary else Path(work_dir)

@@ -170,9 +170,11 @@ def load_shape(spec: str | None) -> ModelShape:
     from transformers import AutoConfig
 
     from dress.errors import DressError
-    from dress.io.loading import resolve_model_path
+    from dress.io.loading import check_supported_architecture, resolve_model_path
 
     source, path = resolve_model_path(spec)
+    if path is not None:
+        check_supported_architecture(spec)  # a broken config.json or an unsupported family: the loader's own message
     try:
         config = AutoConfig.from_pretrained(str(path) if path is not None else source)
     except (OSError, ValueError) as err:
@@ -573,12 +575,13 @@ def strategy_of(engine: str) -> str:
 
 
 def check_fits(config, device_type: str, engine: str = "local", processes: int = 1,
-               available: tuple[float, float] | None = None) -> list[StageMemory]:
+               available: tuple[float, float] | None = None, notes: list[str] | None = None) -> list[StageMemory]:
     """Refuse (DressError with the plan) when this run's estimated peak exceeds the memory free now.
 
     On CUDA the device's free memory (``mem_get_info``) and the host's available RAM; on CPU the
     host's available RAM shared by all ``processes``. Returns the planned stages (recorded in
-    ``dress.json`` beside the measured ones)."""
+    ``dress.json`` beside the measured ones). The one-line verdict is logged, or appended to
+    ``notes`` for the caller to log later."""
     from dress.errors import DressError
     from dress.logs import log
 
@@ -592,8 +595,11 @@ def check_fits(config, device_type: str, engine: str = "local", processes: int =
         need_dev, need_host = dev - CUDA_CONTEXT, (host - CPU_OVERHEAD) * processes
     else:  # this process's own overhead is already resident (not in MemAvailable)
         need_dev, need_host = (dev - CPU_OVERHEAD) * processes, 0.0
-    log.info(f"memory plan: peak {dev / GiB:.2f} GiB per process ({STRATEGY_LABELS[strategy]}); "
-        f"{free_dev / GiB:.1f} GiB free")
+    verdict = f"memory plan: peak {dev / GiB:.2f} GiB per process ({STRATEGY_LABELS[strategy]}); {free_dev / GiB:.1f} GiB free"
+    if notes is None:
+        log.info(verdict)
+    else:
+        notes.append(verdict)
     if need_dev > free_dev or need_host > free_host:
         gpus = processes if device_type == "cuda" else 1
         total = free_dev if device_type == "cuda" else free_host

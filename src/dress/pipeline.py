@@ -280,6 +280,8 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     device = resolve_device(config, runtime)
     config, planned = resolve_run(config, device, runtime)  # issue 16: preset, bf16, batch, memory plan
     state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime)
+    for line in planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
+        log.info(line)
     clock = StageClock(device)
     try:
         with running(state):

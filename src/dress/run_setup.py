@@ -33,16 +33,17 @@ def resolve_run(config, device: torch.device, runtime):
     for note in notes:
         log.info(f"{note}")
     planned = None
+    verdict: list[str] = []
     if not config.skip_memory_check:
         from dress.memory_plan import check_fits
 
         try:
-            planned = check_fits(config, device.type, runtime.engine, runtime.world)
+            planned = check_fits(config, device.type, runtime.engine, runtime.world, notes=verdict)
         except DressError:
             raise
         except Exception as err:  # a custom architecture the plan cannot build: say so, go on
             log.info(f"memory plan unavailable ({type(err).__name__}: {err}); loading without a check")
-    return config, {"stages": planned, "batch_notes": notes}
+    return config, {"stages": planned, "batch_notes": notes, "verdict": verdict}
 
 
 def cuda_bf16_supported(device: torch.device) -> bool:

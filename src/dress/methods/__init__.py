@@ -71,16 +71,26 @@ def _discover() -> None:
             importlib.import_module(f"{__name__}.{name}")
 
 
+def _folder_order(module: str) -> tuple[bool, str]:
+    """Sort key of the folder ``dress.methods.<folder>...`` that defines something: DReSS first,
+    then by folder name, so the order never depends on which folder happened to be imported first."""
+    folder = module.split(".")[2] if module.count(".") >= 2 else module
+    return folder != "dress", folder
+
+
 def methods() -> dict[str, MethodSpec]:
-    """Every registered method, by name, in registration order."""
+    """Every registered method, by name: DReSS's folder first, then folders by name, and within a
+    folder in registration order."""
     _discover()
-    return dict(_METHODS)
+    order = sorted(enumerate(_METHODS.values()), key=lambda item: (_folder_order(item[1].apply), item[0]))
+    return {spec.name: spec for _, spec in order}
 
 
 def config_blocks() -> dict[str, type[BaseModel]]:
-    """Every method-owned config block, by section name."""
+    """Every method-owned config block, by section name, in the same folder order."""
     _discover()
-    return dict(_CONFIGS)
+    order = sorted(enumerate(_CONFIGS.items()), key=lambda item: (_folder_order(item[1][1].__module__), item[0]))
+    return dict(pair for _, pair in order)
 
 
 def get(name: str) -> MethodSpec:
