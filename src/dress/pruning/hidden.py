@@ -99,6 +99,14 @@ def _correct_norms(model: nn.Module, adapter: Adapter, d: int, d_new: int) -> No
             parent = model.get_submodule(parent_name)
             setattr(parent, child, WidthPreservingLayerNorm.from_layernorm(norm, full_width=_full_width(norm, d)))
         return
+    rescale_rms_norms(model, adapter, d, d_new)
+
+
+def rescale_rms_norms(model: nn.Module, adapter: Adapter, d: int, d_new: int) -> None:
+    """After the residual stream went from width ``d`` to ``d_new`` (channels removed, or zero
+    channels added by :mod:`dress.pruning.pad`): scale every stream RMSNorm's gain by
+    ``sqrt(d/d')`` and its epsilon by ``d/d'`` (exact while the removed/added channels are zero),
+    and give every other norm that used the config's epsilon the new one."""
     corrected = set()
     for _, norm in adapter.named_norms(model):
         correct_rms_norm(norm, d, d_new, one_plus=adapter.norm_kind == "rms_one_plus")

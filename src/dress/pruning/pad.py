@@ -17,14 +17,12 @@ need dress's own loader, which no runtime has.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from dress.adapters import adapter_for
 from dress.errors import DressError
-from dress.pruning.norms import correct_rms_norm
+from dress.pruning.hidden import _keep_embedding_scale, rescale_rms_norms
 
 
 def _grow(module: nn.Module, name: str, axis: int, extra: int, fill: float = 0.0) -> None:
@@ -71,17 +69,13 @@ def pad_hidden_channels(model: nn.Module, width: int) -> int:
         _grow(norm, "weight", 0, extra, fill=gain_fill)
         if hasattr(norm, "dim"):
             norm.dim = width
-        # The same correction as removal, from width d to W: gain * sqrt(d/W), eps * d/W.
-        correct_rms_norm(norm, d, width, one_plus=adapter.norm_kind == "rms_one_plus")
     if tied:
         head = model.get_submodule(adapter.lm_head)
         head.weight = model.get_submodule(adapter.embeddings[0]).weight
         head.in_features = width
 
-    _rescale_other_eps(model, adapter, d, width)
+    rescale_rms_norms(model, adapter, d, width)  # the same correction as removal, from width d to W
     if adapter.scaled_embedding:
-        from dress.pruning.hidden import _keep_embedding_scale
-
         _keep_embedding_scale(model, adapter, d, width, tied)
     config = model.config
     config.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -89,20 +83,6 @@ def pad_hidden_channels(model: nn.Module, width: int) -> int:
     if hasattr(config, "rms_norm_eps"):
         config.rms_norm_eps = config.rms_norm_eps * d / width
     return d
-
-
-def _rescale_other_eps(model: nn.Module, adapter, d: int, width: int) -> None:
-    """Head-dim norms (Qwen3/Gemma3 q_norm, k_norm) are rebuilt from the config's single epsilon on
-    reload; give them the new value now, as channel removal does."""
-    stream_norms = {id(n) for _, n in adapter.named_norms(model)}
-    old_eps = model.config.rms_norm_eps
-    for module in model.modules():
-        if id(module) in stream_norms:
-            continue
-        for attr in ("eps", "variance_epsilon"):
-            value = getattr(module, attr, None)
-            if isinstance(value, float) and math.isclose(value, old_eps):
-                setattr(module, attr, old_eps * d / width)
 
 
 def _set_unchecked(config, name: str, value) -> None:
