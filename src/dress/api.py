@@ -24,8 +24,6 @@ from typing import Any
 
 from torch import nn
 
-from dress.logs import log
-
 
 @dataclass
 class PruneResult:
@@ -73,8 +71,8 @@ def prune(
     stages checkpoint (default: a temporary folder, deleted afterwards); with ``resume`` an
     interrupted call continues from it.
     """
-    from dress.pipeline import StageClock, prepare, prune_prepared, resolve_device
-    from dress.run_setup import resolve_run, run_record
+    from dress.pipeline import StageClock, execute, resolve_device
+    from dress.run_setup import resolve_run
     from dress.training.distributed import current_runtime
     from dress.training.loop import clear_checkpoint
 
@@ -85,8 +83,6 @@ def prune(
     if module is not None:  # already in memory: nothing left to plan before loading
         cfg = cfg.model_copy(update={"skip_memory_check": True})
     cfg, planned = resolve_run(cfg, device, runtime)  # the preset, bf16 support, batch split, memory plan
-    for line in planned.get("verdict", []):
-        log.info(line)
     clock = StageClock(device)
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dress-work-")) if temporary else Path(work_dir)
@@ -99,17 +95,13 @@ def prune(
         state = RunState.open(work, run_fingerprint(cfg, *resolve_model_path(cfg.model)), resume,
                               writer=runtime.is_main)
     try:
-        from dress.resume import running
-
-        with running(state):
-            prepared = prepare(cfg, clock, runtime=runtime, model=module, tokenizer=tokenizer, calibration=calibration)
-            pruned, record = prune_prepared(cfg, prepared, prepared.model, work, resume, clock)
+        pruned, prepared, record = execute(cfg, planned, state, work, resume, runtime, clock,
+                                           model=module, tokenizer=tokenizer, calibration=calibration)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
     if not temporary:
         clear_checkpoint(work)
-    record.update(run_record(cfg, planned))
     return PruneResult(pruned, prepared.tokenizer, record)
 
 

@@ -269,9 +269,29 @@ def _distillation(config: PruneConfig, model, bf16: bool = False):
     return Distillation(teacher, config.distill.weight, config.distill.temperature)
 
 
+def execute(
+    config: PruneConfig, planned: dict, state, work_dir: Path, resume: bool, runtime: Runtime, clock: StageClock,
+    **inputs,
+) -> tuple[torch.nn.Module, Prepared, dict]:
+    """The run between the checks and the writing, shared by ``dress prune`` (:func:`run_prune`)
+    and ``dress.prune``: log the memory plan's verdict (``planned`` from
+    :func:`dress.run_setup.resolve_run`), then prepare, prune, recover and evaluate inside the run
+    ``state`` (:func:`dress.resume.running`). ``inputs``: :func:`prepare`'s ``model``,
+    ``tokenizer``, ``calibration``. Returns ``(pruned model, prepared, record)``."""
+    from dress.resume import running
+
+    for line in planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
+        log.info(line)
+    with running(state):
+        prepared = prepare(config, clock, runtime=runtime, **inputs)
+        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
+    record.update(run_record(config, planned))
+    return model, prepared, record
+
+
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
     """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
-    from dress.resume import running, start_run
+    from dress.resume import start_run
 
     out = Path(out)
     runtime = current_runtime(config.device)
@@ -280,16 +300,11 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     device = resolve_device(config, runtime)
     config, planned = resolve_run(config, device, runtime)  # issue 16: preset, bf16, batch, memory plan
     state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime)
-    for line in planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
-        log.info(line)
     clock = StageClock(device)
     try:
-        with running(state):
-            prepared = prepare(config, clock, runtime=runtime)
-            model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
+        model, prepared, record = execute(config, planned, state, work_dir, resume, runtime, clock)
     except torch.OutOfMemoryError as err:
         raise out_of_memory_error(err, clock.current, config, device, runtime, work_dir) from None
-    record.update(run_record(config, planned))
     if runtime.is_main:
         from dress.run_setup import finish_record, save_dtype
 
