@@ -147,3 +147,40 @@ def test_rows_on_different_draws_are_reported_as_such(tiny, tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "2 draws" in table and "(seed 0)" in table and "(seed 1)" in table
     assert "one draw shared" not in table
+
+
+def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that_row(tiny, tmp_path, monkeypatch):
+    import dress.comparison
+
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    scored: list[int] = []
+
+    def fake_zeroshot(model, tokenizer, zs):
+        scored.append(sum(p.numel() for p in model.parameters()))
+        return {"source": "bundled", "limit": zs.limit, "avg_acc": 0.5, "avg_acc_norm": 0.5,
+                "tasks": [{"task": "piqa", "acc": 0.5, "acc_stderr": 0.1, "acc_norm": 0.5, "acc_norm_stderr": 0.1, "n": 2}]}
+
+    monkeypatch.setattr(dress.comparison, "_zeroshot", fake_zeroshot)
+
+    def run(labels):
+        spec = tmp_path / "spec.json"
+        spec.write_text(json.dumps({"variants": [{"label": "direct", "method": "direct"},
+                                                 {"label": "dress", "method": "dress"}],
+                                    "zeroshot": {"enabled": True, "limit": 2, "labels": labels}}))
+        return compare(model_dir, corpus, out, "--config", str(spec))
+
+    calls = count_prunes(monkeypatch)
+    assert run(["direct"]) == 0
+    assert calls == ["direct", "dress"] and len(scored) == 2  # the dense row and direct; not dress
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert "zeroshot" in entries["direct@0.25"] and "zeroshot" not in entries["dress@0.25"]
+    table = (out / "results.md").read_text()
+    assert "for direct (other rows: '-')" in table
+
+    calls = count_prunes(monkeypatch)
+    assert run(["direct", "dress"]) == 0
+    assert calls == ["dress"]  # direct was scored under the same protocol: kept
+    assert "zeroshot" in json.loads((out / "results.json").read_text())["entries"]["dress@0.25"]
+
+    assert run(["nope"]) == 1  # a label that names no variant is refused

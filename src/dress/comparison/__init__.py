@@ -68,6 +68,16 @@ class ZeroShotSettings(_Strict):
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     source: str = "auto"
+    # Score only these variants' rows (None: every row; the dense row always). Zero-shot is the
+    # expensive part of an entry on a CPU: a second calibration draw can be scored for perplexity only.
+    labels: list[str] | None = None
+
+    def scores(self, label: str) -> bool:
+        return self.enabled and (self.labels is None or label in self.labels)
+
+    def protocol(self) -> dict:
+        """What decides the scores (not which rows get them): part of every fingerprint."""
+        return self.model_dump(exclude={"labels"})
 
 
 class CompareConfig(_Strict):
@@ -129,6 +139,9 @@ def plan(spec: CompareConfig) -> list[Entry]:
     labels = [v.label for v in spec.variants]
     if len(set(labels)) != len(labels):
         raise DressError(f"variant labels must be unique, got {labels}")
+    unknown = [label for label in spec.zeroshot.labels or [] if label not in labels]
+    if unknown:
+        raise DressError(f"zeroshot.labels names no variant: {unknown}; variants: {labels}")
     base = expand_dotted(spec.base)
     points = [dict(zip(spec.sweep, values)) for values in itertools.product(*spec.sweep.values())] or [{}]
     entries = []
@@ -169,7 +182,7 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = _load_results(out / RESULTS_JSON)
-    settings = {"zeroshot": spec.zeroshot.model_dump(), "speed": spec.speed}
+    settings = {"zeroshot": spec.zeroshot, "speed": spec.speed}
     todo = [e for e in entries if not _is_done(results, e, settings)]
     log.info(f"{len(entries)} entries, {len(entries) - len(todo)} already done in {out / RESULTS_JSON}")
     results["spec"] = spec.model_dump()
@@ -200,7 +213,7 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         model, record = prune_prepared(config, entry_prepared, model, work, resume=True,
                                        clock=StageClock(prepared.device))
         result = _entry_result(entry, record, settings)
-        if spec.zeroshot.enabled:
+        if spec.zeroshot.scores(entry.label):
             result["zeroshot"] = _zeroshot(model, prepared.tokenizer, spec.zeroshot)
         if spec.speed:
             result["speed"] = _speed(model, prepared)
@@ -295,13 +308,16 @@ def _entry_result(entry: Entry, record: dict, settings: dict) -> dict:
 
 
 def _entry_fingerprint(entry: Entry, settings: dict) -> str:
-    return fingerprint({"config": entry.config.model_dump(), **settings, "format": FORMAT_VERSION})
+    zs: ZeroShotSettings = settings["zeroshot"]
+    scored = zs.protocol() if zs.scores(entry.label) else ZeroShotSettings().protocol()  # unscored: as if off
+    return fingerprint({"config": entry.config.model_dump(), "zeroshot": scored, "speed": settings["speed"],
+                        "format": FORMAT_VERSION})
 
 
 def _dense_fingerprint(config, settings: dict) -> str:
     dump = config.model_dump()
     return fingerprint({"model": dump["model"], "evaluate": dump["evaluate"], "device": dump["device"],
-                        "zeroshot": settings["zeroshot"], "format": FORMAT_VERSION})
+                        "zeroshot": settings["zeroshot"].protocol(), "format": FORMAT_VERSION})
 
 
 def _is_done(results: dict, entry: Entry, settings: dict) -> bool:

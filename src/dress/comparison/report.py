@@ -138,7 +138,8 @@ def _protocol(results: dict, entries: list[dict]) -> str:
         parts.append(_calibration_sentence(entries))
     if results.get("spec", {}).get("zeroshot", {}).get("enabled"):
         zs = results["spec"]["zeroshot"]
-        parts.append(f"Zero-shot: lm-eval accuracy (acc, %), limit {zs.get('limit')} items per task.")
+        which = "" if not zs.get("labels") else f" for {', '.join(zs['labels'])} (other rows: '-')"
+        parts.append(f"Zero-shot: lm-eval accuracy (acc, %), limit {zs.get('limit')} items per task{which}.")
     parts.append("Params include every added matrix (SliceGPT's shortcuts).")
     return " ".join(parts)
 
