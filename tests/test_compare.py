@@ -147,6 +147,12 @@ def test_rows_on_different_draws_are_reported_as_such(tiny, tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "2 draws" in table and "(seed 0)" in table and "(seed 1)" in table
     assert "one draw shared" not in table
+    # the two rows differ only in the draw: one line with both perplexities, their mean and spread
+    ppls = [e["ppl"] for e in json.loads((out / "results.json").read_text())["entries"].values()]
+    across = table.split("Across calibration draws")[1]
+    line = next(row for row in across.splitlines() if row.startswith("| direct"))
+    assert f"0: {ppls[0]:.2f}, 1: {ppls[1]:.2f}" in line
+    assert f"| {sum(ppls) / 2:.2f} | {abs(ppls[0] - ppls[1]):.2f} |" in line
 
 
 def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that_row(tiny, tmp_path, monkeypatch):
@@ -184,3 +190,16 @@ def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that
     assert "zeroshot" in json.loads((out / "results.json").read_text())["entries"]["dress@0.25"]
 
     assert run(["nope"]) == 1  # a label that names no variant is refused
+
+
+def test_speed_and_saved_models_come_from_the_same_pruned_model(tiny, tmp_path):
+    from dress.io.loading import load_model
+
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "direct", "--no-rft", "--speed", "--save-models") == 0
+    entry = json.loads((out / "results.json").read_text())["entries"]["direct@0.25"]
+    assert entry["speed"]["ratios"]["prefill_speedup"] > 0  # timed after the save, which it must not disturb
+    saved = load_model(str(out / "models" / "direct@0.25")).model
+    assert sum(p.numel() for p in saved.parameters()) == entry["params"]
+    assert next(saved.parameters()).dtype == __import__("torch").float32

@@ -215,12 +215,12 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         result = _entry_result(entry, record, settings)
         if spec.zeroshot.scores(entry.label):
             result["zeroshot"] = _zeroshot(model, prepared.tokenizer, spec.zeroshot)
-        if spec.speed:
-            result["speed"] = _speed(model, prepared)
         if spec.save_models:
             from dress.io.saving import save_model
 
             save_model(model.to("cpu"), prepared.tokenizer, out / "models" / slug(entry.key), record, overwrite=True)
+        if spec.speed:  # last: it may cast the pruned model
+            result["speed"] = _speed(model, prepared)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         results.setdefault("entries", {})[entry.key] = result
         _save(results, out)
@@ -275,14 +275,24 @@ def _zeroshot(model, tokenizer, zs: ZeroShotSettings) -> dict:
 
 
 def _speed(model, prepared) -> dict:
+    """Pruned against dense in the dtype ``dress bench`` uses on this device (bf16 on a GPU, fp32 on
+    CPU): the pruned model is cast in place, the dense one timed as a cast copy (the pristine fp32
+    dense model stays on the host)."""
+    import torch
+
     from dress.evaluation.bench import BenchSettings, benchmark
 
-    log.info("speed against the dense model")
-    dense = prepared.model.to(prepared.device)
+    dtype = torch.bfloat16 if prepared.device.type == "cuda" else torch.float32
+    log.info(f"speed against the dense model ({str(dtype).removeprefix('torch.')})")
+    model = model.to(prepared.device, dtype)
+    dense = copy.deepcopy(prepared.model).to(prepared.device, dtype) if dtype != torch.float32 else prepared.model.to(prepared.device)
     try:
-        result = benchmark(model, dense, BenchSettings.defaults(prepared.device), device=prepared.device, progress=False)
+        positions = getattr(model.config, "max_position_embeddings", None) or 10**9
+        settings = BenchSettings.defaults(prepared.device).within(positions)
+        result = benchmark(model, dense, settings, device=prepared.device, progress=False)
     finally:
         prepared.model.to("cpu")
+        del dense
     return {"ratios": result["ratios"], "settings": result["settings"], "environment": result["environment"]}
 
 

@@ -123,6 +123,41 @@ def markdown_table(results: dict) -> str:
         lines.append(row(cells))
     lines.append("")
     lines.append(_protocol(results, entries))
+    across = draws_table(entries)
+    if across:
+        lines += ["", across]
+    return "\n".join(lines)
+
+
+def _without_draw(entry: dict) -> str:
+    """The entry's resolved config with its calibration draw (``seed``, ``data.seed``) left out."""
+    import json
+
+    config = json.loads(json.dumps(entry["record"]["config"], default=str))
+    config.pop("seed", None)
+    config.get("data", {}).pop("seed", None)
+    return json.dumps(config, sort_keys=True)
+
+
+def draws_table(entries: list[dict]) -> str:
+    """Rows that differ only in the calibration draw, as one line each: perplexity per draw, mean and
+    spread (max - min). Empty when no setting ran on more than one draw."""
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        if e.get("record", {}).get("config"):
+            groups.setdefault(_without_draw(e), []).append(e)
+    if all(len(g) < 2 for g in groups.values()):
+        return ""
+    lines = ["Across calibration draws (rows whose settings differ only in the seed of the draw):", "",
+             "| Method | Ratio | Params | PPL per draw (seed: PPL) | Mean PPL | Spread |", "| --- | --- | --- | --- | --- | --- |"]
+    for group in groups.values():
+        ppls = [e["ppl"] for e in group if e.get("ppl") is not None]
+        per_draw = ", ".join(f"{e['record']['config']['data']['seed']}: {_fmt(e.get('ppl'))}" for e in group)
+        mean = sum(ppls) / len(ppls) if ppls else None
+        spread = max(ppls) - min(ppls) if len(ppls) > 1 else None
+        params = sorted({_fmt_params(e.get("params")) for e in group})
+        lines.append(f"| {group[0]['label']} | {100 * group[0]['ratio']:g}% | {' / '.join(params)} | {per_draw} | "
+                     f"{_fmt(mean)} | {_fmt(spread)} |")
     return "\n".join(lines)
 
 

@@ -58,6 +58,14 @@ class BenchSettings:
             return cls(prompt_len=2048, gen_batch=64, gen_prompt_len=32, new_tokens=128, repeats=10, warmup=2)
         return cls(prompt_len=512, gen_batch=8, gen_prompt_len=32, new_tokens=32, repeats=5, warmup=1)
 
+    def within(self, max_positions: int) -> BenchSettings:
+        """These sizes, shortened where a model's context is smaller (prompt, then new tokens)."""
+        from dataclasses import replace
+
+        new_tokens = min(self.new_tokens, max(1, max_positions // 2))
+        return replace(self, prompt_len=min(self.prompt_len, max_positions), new_tokens=new_tokens,
+                       gen_prompt_len=min(self.gen_prompt_len, max_positions - new_tokens))
+
     def validate(self) -> None:
         for name in ("prompt_len", "gen_batch", "gen_prompt_len", "new_tokens", "repeats"):
             if getattr(self, name) < 1:
