@@ -53,7 +53,8 @@ def test_regularization_stage_per_engine(shape):
     assert single.parts["weights"] == 4 * P_TINY and single.parts["gradients"] == 4 * P_TINY + table
     assert single.parts["optimizer"] == 8 * P_TINY + table
     process = mp.CPU_OVERHEAD + mp.TOKENIZER_BYTES_PER_TOKEN * 258
-    assert single.device == 16 * P_TINY + 2 * table + act + logits + process
+    assert single.parts["allocator retention"] == act  # glibc's heap keeps one more set of activations on CPU
+    assert single.device == 16 * P_TINY + 2 * table + 2 * act + logits + process
     ddp = {s.stage: s for s in mp.plan_stages(shape, run, "ddp", 2)}["regularize"]
     assert ddp.device - single.device == 4 * P_TINY  # DDP's gradient buckets
     cuda = mp.RunSettings(train_batch=1, train_seq=8, device_type="cuda", bf16=True)

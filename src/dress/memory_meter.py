@@ -72,29 +72,3 @@ def release_free_heap() -> None:
     except (OSError, AttributeError):  # not glibc: RSS may include freed heap; the reading stays an upper bound
         pass
 
-
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-_FIXED_THRESHOLD = 128 * 1024  # glibc's own initial value
-
-
-def return_freed_tensors_to_os() -> bool:
-    """Fix glibc's mmap threshold at its initial 128 KiB, so every tensor larger than that is a
-    mapping of its own, handed back to the OS the moment it is freed.
-
-    Left alone, glibc raises the threshold (up to 32 MiB) each time such a mapping is freed; from
-    then on a training step's activations come from the heap, which fragments, and the process's
-    memory creeps up step after step while the live tensors do not: +32% over the memory plan on the
-    LoRA stage of ``make demo`` (docs/scale.md). The price is page faults on every large allocation
-    (``benchmarks/bench_allocator.py`` measures both). Not glibc, or ``MALLOC_MMAP_THRESHOLD_`` set by
-    the user: nothing changes. Returns whether the threshold was fixed."""
-    import ctypes
-    import ctypes.util
-    import os
-
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _FIXED_THRESHOLD))
-    except (OSError, AttributeError):
-        return False

@@ -123,10 +123,6 @@ def prepare(
     runtime = runtime or Runtime()
     device = resolve_device(config, runtime)
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
-    if device.type == "cpu":
-        from dress.memory_meter import return_freed_tensors_to_os
-
-        return_freed_tensors_to_os()  # host memory stays what the live tensors need (the plan holds)
     clock = clock or StageClock(device)
     torch.manual_seed(config.seed)
     wants_data = method_needs_data(config) if need_data is None else need_data
