@@ -45,6 +45,21 @@ def test_activation_and_logit_terms_match_hand_computation(shape):
     assert mp.training_logits_bytes(shape, 1, 8, bf16=True) == 18 * n
 
 
+def test_lora_stage_terms(shape):
+    """Frozen fp32 weights + adapters; under bf16 autocast a bf16 copy of every weight saved for
+    backward; on CPU glibc's heap keeps one more set of activations; on CUDA it does not count."""
+    def lora(**kw):
+        run = mp.RunSettings(method="direct", trains=False, ratio=0.0, rft_batch=1, train_seq=8, **kw)
+        return {s.stage: s for s in mp.plan_stages(shape, run)}["recover (lora)"]
+
+    lp = mp.lora_params(shape, 8)
+    fp32, bf16 = lora(device_type="cpu"), lora(device_type="cpu", bf16=True)
+    assert fp32.parts["weights"] == 4 * P_TINY + 4 * lp and fp32.parts["optimizer"] == 8 * lp
+    assert bf16.parts["weights"] - fp32.parts["weights"] == 2 * P_TINY
+    assert fp32.parts["allocator retention"] == fp32.parts["activations"]
+    assert "allocator retention" not in lora(device_type="cuda").parts
+
+
 def test_regularization_stage_per_engine(shape):
     run = mp.RunSettings(train_batch=1, train_seq=8, device_type="cpu")
     act, logits = 92160, 16 * 8 * 258

@@ -280,7 +280,10 @@ def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: st
     if not full:  # LoRA: frozen base, small adapters; activations pass through every layer
         lp = lora_params(shape, run.lora_rank)
         act += 2 * batch * run.train_seq * 4 * (shape.hidden + shape.intermediate)
-        stage.parts.update(weights=4 * p + 4 * lp, gradients=4 * lp, optimizer=8 * lp, activations=act, logits=logits)
+        # bf16 autocast casts every frozen weight again each forward and saves the bf16 copy for the
+        # input gradient, so a step holds a bf16 copy of the model (2P), as full training's cast cache does
+        stage.parts.update(weights=4 * p + 4 * lp + (2 * p if run.bf16 else 0), gradients=4 * lp, optimizer=8 * lp,
+                           activations=act, logits=logits)
         if teacher:
             stage.parts["teacher"] = teacher
         if not cuda:
