@@ -118,6 +118,7 @@ class RunSettings:
     rft_mode: str = "lora"
     rft_batch: int = 1
     lora_rank: int = 8
+    rft_gradient_checkpointing: bool = False
     bf16: bool = False
     distill: bool = False
     device_type: str = "cpu"
@@ -207,6 +208,7 @@ def settings_from_config(config, device_type: str) -> RunSettings:
         eval_enabled=config.evaluate.enabled, eval_batch=config.evaluate.batch_size, eval_seq=config.evaluate.seq_len,
         rft=config.recovery.enabled and config.recovery.steps > 0, rft_mode=config.recovery.mode,
         rft_batch=config.recovery.batch_size, lora_rank=config.recovery.rank,
+        rft_gradient_checkpointing=config.recovery.gradient_checkpointing,
         bf16=bool(bf16), distill=config.distill.weight > 0, device_type=device_type,
         save_bytes={"fp32": 4, "bf16": 2, "fp16": 2}.get(save, 0),
     )
@@ -267,12 +269,12 @@ def lora_params(shape: ModelShape, rank: int) -> float:
 
 
 def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: str, n: int, *, full: bool,
-                    batch: int) -> StageMemory:
+                    batch: int, checkpointing: bool) -> StageMemory:
     """A training stage: ``full`` (every parameter: regularization, full recovery, TRSP) or LoRA."""
     p = shape.params
     cuda = run.device_type == "cuda"
     stage = StageMemory(name)
-    act = activation_bytes(shape, batch, run.train_seq, run.bf16, run.gradient_checkpointing)
+    act = activation_bytes(shape, batch, run.train_seq, run.bf16, checkpointing)
     logits = training_logits_bytes(shape, batch, run.train_seq, run.bf16)
     teacher = 0.0
     if run.distill:
@@ -281,8 +283,10 @@ def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: st
         lp = lora_params(shape, run.lora_rank)
         act += 2 * batch * run.train_seq * 4 * (shape.hidden + shape.intermediate)
         # bf16 autocast casts every frozen weight again each forward and saves the bf16 copy for the
-        # input gradient, so a step holds a bf16 copy of the model (2P), as full training's cast cache does
-        stage.parts.update(weights=4 * p + 4 * lp + (2 * p if run.bf16 else 0), gradients=4 * lp, optimizer=8 * lp,
+        # input gradient, so a step holds a bf16 copy of the model (2P), as full training's cast cache
+        # does; with checkpointing only the recomputed layer's copies and the head's are held at once
+        casts = 2 * (shape.layer_params + shape.vocab * shape.hidden) if checkpointing else 2 * p
+        stage.parts.update(weights=4 * p + 4 * lp + (casts if run.bf16 else 0), gradients=4 * lp, optimizer=8 * lp,
                            activations=act, logits=logits)
         if teacher:
             stage.parts["teacher"] = teacher
@@ -339,7 +343,8 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
         scoring = inference_bytes(shape, run.score_batch, run.train_seq) if run.scores else 0.0
         stages.append(StageMemory("select channels", {**w, "scoring": scoring}))
         if run.trains and run.method != "direct":
-            stages.append(_training_stage("regularize", shape, run, strategy, n, full=True, batch=run.train_batch))
+            stages.append(_training_stage("regularize", shape, run, strategy, n, full=True, batch=run.train_batch,
+                                          checkpointing=run.gradient_checkpointing))
         # tensors are replaced one at a time: the old model plus the largest new tensor (the embedding table)
         stages.append(StageMemory("remove channels", {**w, "one new tensor": 4.0 * shape.vocab * small.hidden}))
     elif run.method in ("sleb", "shortgpt"):  # stage names as dress.methods.depth records them
@@ -348,14 +353,16 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
         stages.append(StageMemory("remove layers", dict(w)))
     elif run.method == "trsp":
         for name in ("TRSP stage 1 (layer gates, l1)", "TRSP stage 2 (shrink chosen layers' updates)"):
-            stages.append(_training_stage(name, shape, run, strategy, n, full=True, batch=run.train_batch))
+            stages.append(_training_stage(name, shape, run, strategy, n, full=True, batch=run.train_batch,
+                                          checkpointing=run.gradient_checkpointing))
         stages.append(StageMemory("remove layers", dict(w)))
     elif run.method == "slicegpt":
         stream = 2 * 4 * run.train_seq * shape.hidden * 64  # two layer streams of the calibration windows (capped, see slicegpt)
         stages.append(StageMemory("fold norms, rotate and slice (PCA)", {**w, "calibration stream": stream}))
     if run.rft:
         name = f"recover ({run.rft_mode})"
-        stages.append(_training_stage(name, small, run, strategy, n, full=run.rft_mode == "full", batch=run.rft_batch))
+        stages.append(_training_stage(name, small, run, strategy, n, full=run.rft_mode == "full", batch=run.rft_batch,
+                                      checkpointing=run.rft_gradient_checkpointing))
     if run.eval_enabled:
         stages.append(StageMemory("evaluate pruned", {"weights": 4.0 * small.params,
                                                       "evaluation": inference_bytes(small, run.eval_batch, run.eval_seq)}))
@@ -670,7 +677,8 @@ REFERENCE_SHAPES = (
 )
 
 PAPER_RUN = RunSettings(method="dress", ratio=0.25, train_batch=1, train_seq=2048, gradient_checkpointing=True,
-                        score_batch=4, eval_batch=4, eval_seq=2048, bf16=True, device_type="cuda")
+                        rft_gradient_checkpointing=True, score_batch=4, eval_batch=4, eval_seq=2048, bf16=True,
+                        device_type="cuda")
 
 
 def markdown_table(run: RunSettings = PAPER_RUN, gpus: int = 8) -> str:

@@ -4,7 +4,8 @@
   tokens; finishes on a 2-core CPU in minutes. Numbers at this scale do not compare with the paper's.
 * ``paper`` -- the DReSS paper's protocol: WikiText-2 (hub), 1000 x 2048 tokens split 3:1,
   perplexity on the whole WikiText-2 test set at context 2048; the training budget of
-  ``configs/llama2-7b-paper.json`` (188 steps of 8 windows, gradient checkpointing).
+  ``configs/llama2-7b-paper.json`` (188 steps of 8 windows, gradient checkpointing; recovery checkpoints
+  too: at 13B, LoRA without it holds a bf16 copy of the weights and 2048-token activations of every layer).
 
 The rule when no ``--preset`` is given (:func:`default_preset`): ``paper`` for a model that is not
 bundled on a GPU (a 7B model on an H100 should not silently run the CPU demo), ``cpu-demo``
@@ -25,7 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"calib": "wikitext2", "samples": 1000, "seq_len": 2048, "split": "3:1"},
         "regularize": {"steps": 188, "lr": 2e-5, "warmup_steps": 10, "batch_size": 1, "grad_accum": 8,
                        "gradient_checkpointing": True, "checkpoint_every": 25},
-        "recovery": {"steps": 32, "lr": 2e-4, "batch_size": 1, "grad_accum": 8},
+        "recovery": {"steps": 32, "lr": 2e-4, "batch_size": 1, "grad_accum": 8, "gradient_checkpointing": True},
         "evaluate": {"source": "wikitext2", "seq_len": 2048, "max_tokens": None, "batch_size": 4},
     },
 }
