@@ -71,4 +71,3 @@ def release_free_heap() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: RSS may include freed heap; the reading stays an upper bound
         pass
-

@@ -279,6 +279,8 @@ def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: st
     teacher = 0.0
     if run.distill:
         teacher = (2 if run.bf16 else 4) * p + batch * run.train_seq * shape.vocab * (2 if run.bf16 else 4)
+    sharded = strategy in ("fsdp2", "fsdp2-offload", "zero3-offload")
+    table = 4.0 * shape.vocab * shape.hidden  # the largest tensor: the embedding (or head) table
     if not full:  # LoRA: frozen base, small adapters; activations pass through every layer
         lp = lora_params(shape, run.lora_rank)
         act += 2 * batch * run.train_seq * 4 * (shape.hidden + shape.intermediate)
@@ -286,16 +288,8 @@ def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: st
         # input gradient, so a step holds a bf16 copy of the model (2P), as full training's cast cache
         # does; with checkpointing only the recomputed layer's copies and the head's are held at once
         casts = 2 * (shape.layer_params + shape.vocab * shape.hidden) if checkpointing else 2 * p
-        stage.parts.update(weights=4 * p + 4 * lp + (casts if run.bf16 else 0), gradients=4 * lp, optimizer=8 * lp,
-                           activations=act, logits=logits)
-        if teacher:
-            stage.parts["teacher"] = teacher
-        if not cuda:
-            stage.parts["allocator retention"] = act
-        return stage
-    sharded = strategy in ("fsdp2", "fsdp2-offload", "zero3-offload")
-    table = 4.0 * shape.vocab * shape.hidden  # the largest tensor: the embedding (or head) table
-    if not sharded:
+        stage.parts.update(weights=4 * p + 4 * lp + (casts if run.bf16 else 0), gradients=4 * lp, optimizer=8 * lp)
+    elif not sharded:
         stage.parts["weights"] = 4 * p + (2 * p if run.bf16 else 0)  # + autocast's cached bf16 casts
         stage.parts["gradients"] = 4 * p + (4 * p if strategy == "ddp" else 0) + (table if shape.tied else 0)
         # AdamW's temporaries: the foreach step's sqrt buffer over every tensor on CUDA, one tensor on CPU

@@ -285,14 +285,14 @@ def _speed(model, prepared) -> dict:
     dtype = torch.bfloat16 if prepared.device.type == "cuda" else torch.float32
     log.info(f"speed against the dense model ({str(dtype).removeprefix('torch.')})")
     model = model.to(prepared.device, dtype)
-    dense = copy.deepcopy(prepared.model).to(prepared.device, dtype) if dtype != torch.float32 else prepared.model.to(prepared.device)
+    same_dtype = dtype == torch.float32  # the pristine model is fp32: time it in place, else a cast copy
+    dense = (prepared.model if same_dtype else copy.deepcopy(prepared.model)).to(prepared.device, dtype)
+    positions = getattr(model.config, "max_position_embeddings", None) or 10**9
     try:
-        positions = getattr(model.config, "max_position_embeddings", None) or 10**9
-        settings = BenchSettings.defaults(prepared.device).within(positions)
-        result = benchmark(model, dense, settings, device=prepared.device, progress=False)
+        result = benchmark(model, dense, BenchSettings.defaults(prepared.device).within(positions),
+                           device=prepared.device, progress=False)
     finally:
         prepared.model.to("cpu")
-        del dense
     return {"ratios": result["ratios"], "settings": result["settings"], "environment": result["environment"]}
 
 
