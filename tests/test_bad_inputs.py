@@ -325,3 +325,16 @@ def test_byte_tokenizer_fixture_still_saves(tmp_path):
     """Guard for the fixtures above: the byte tokenizer round-trips through save_pretrained."""
     byte_tokenizer().save_pretrained(tmp_path / "t")
     assert (tmp_path / "t" / "tokenizer.json").is_file()
+
+
+def test_a_method_that_cannot_prune_the_family_is_refused_before_the_dense_evaluation(tmp_path, capsys, monkeypatch):
+    import dress.pipeline
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the dense model was evaluated before the refusal")
+
+    monkeypatch.setattr(dress.pipeline, "_held_out_ppl", no_evaluation)
+    folder, corpus = save_tiny(tmp_path / "gemma", "gemma3_text"), write_corpus(tmp_path / "corpus.txt")
+    refused(capsys, prune_args(folder, tmp_path / "o", "--method", "slicegpt", "--calib", str(corpus),
+                               "--eval-source", str(corpus), *QUICK),
+            tmp_path / "o", "--method slicegpt does not support gemma3_text", "Choose another --method")

@@ -203,3 +203,20 @@ def test_speed_and_saved_models_come_from_the_same_pruned_model(tiny, tmp_path):
     saved = load_model(str(out / "models" / "direct@0.25")).model
     assert sum(p.numel() for p in saved.parameters()) == entry["params"]
     assert next(saved.parameters()).dtype == __import__("torch").float32
+
+
+def test_a_method_that_cannot_prune_the_model_gets_a_not_applicable_row_and_the_others_run(tmp_path, monkeypatch):
+    """SliceGPT cannot rotate Gemma3's stream (post-sub-block norms): its row says why, direct runs,
+    and a rerun neither retries it nor reruns direct."""
+    model_dir, corpus = save_tiny(tmp_path / "gemma", "gemma3_text"), write_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "cmp"
+    calls = count_prunes(monkeypatch)
+    assert compare(model_dir, corpus, out, "--methods", "slicegpt,direct") == 0
+    assert calls == ["direct"]
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert "post-attention" in entries["slicegpt@0.25"]["not_applicable"]
+    assert entries["direct@0.25"]["ppl"] > 0
+    table = (out / "results.md").read_text()
+    assert "| slicegpt | 25% | n/a | n/a |" in table and "n/a: slicegpt does not support gemma3_text" in table
+    assert compare(model_dir, corpus, out, "--methods", "slicegpt,direct") == 0
+    assert calls == ["direct"]

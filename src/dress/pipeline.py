@@ -106,7 +106,7 @@ def method_needs_data(config: PruneConfig) -> bool:
 def prepare(
     config: PruneConfig, clock: StageClock | None = None, *, need_data: bool | None = None,
     runtime: Runtime | None = None, model: torch.nn.Module | None = None, tokenizer=None,
-    calibration: str | None = None,
+    calibration: str | None = None, check_method: bool = True,
 ) -> Prepared:
     """Load the model, draw the calibration windows (if the method needs them, or ``need_data``)
     and evaluate the dense model. The draw depends only on ``config.data`` and the tokenizer, so
@@ -150,6 +150,10 @@ def prepare(
             source = config.model or getattr(model.config, "_name_or_path", "") or "in-memory model"
         model = model.to(device)
         adapter = adapter_for(model)
+    reason = get_method(config.method).unsupported_reason(model) if check_method else None
+    if reason:
+        raise DressError(f"--method {config.method} does not support {model.config.model_type}: {reason}. "
+                         "Choose another --method (`dress prune --help` lists them).")
     if tokenizer is None and (wants_data or wants_eval):
         raise DressError("this run reads text (calibration or evaluation), so it needs the model's tokenizer; pass tokenizer=")
 

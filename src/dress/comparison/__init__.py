@@ -17,7 +17,8 @@ Contract of :func:`run_compare`:
   entry. A rerun skips each entry whose stored fingerprint (resolved config, zero-shot and speed
   settings) matches, and recomputes the others; interrupted training stages resume from
   ``<out>/.work/<entry>/``.
-* Unknown or unregistered methods are refused before anything runs.
+* Unknown or unregistered methods are refused before anything runs. A method that cannot prune
+  this model (SliceGPT on Gemma3) gets a "not applicable" row with the reason; the others run.
 
 Outputs, written after every entry: ``results.json``, ``results.md`` (:mod:`dress.comparison.report`)
 and PNG plots (:mod:`dress.comparison.report`).
@@ -193,7 +194,9 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
 
     first = entries[0].config
     clock = StageClock(resolve_device(first.device))
-    prepared = prepare(first, clock, need_data=False)
+    prepared = prepare(first, clock, need_data=False, check_method=False)
+    todo = _mark_not_applicable(todo, prepared.model, results, settings)
+    _save(results, out)
     prepared.model.to("cpu")  # the pristine dense copy; each entry works on a deep copy on the device
     if not _dense_done(results, first, settings):
         results["dense"] = _evaluate_dense(prepared, first, spec, settings)
@@ -232,6 +235,27 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         log.info(f"{entry.key}: ppl {result.get('ppl')} ({result['seconds']:.0f} s)")
     write_outputs(results, out)
     return results
+
+
+def _mark_not_applicable(todo: list[Entry], model, results: dict, settings: dict) -> list[Entry]:
+    """Record a "not applicable" row for every entry whose method cannot prune ``model``; returns
+    the entries left to run."""
+    from dress.methods import get as get_method
+
+    runnable = []
+    for entry in todo:
+        reason = get_method(entry.config.method).unsupported_reason(model)
+        if reason is None:
+            runnable.append(entry)
+            continue
+        log.warning(f"{entry.key}: {entry.config.method} does not support {model.config.model_type} ({reason}); "
+                    "its row says not applicable")
+        results.setdefault("entries", {})[entry.key] = {
+            "key": entry.key, "label": entry.label, "method": entry.config.method, "ratio": entry.ratio,
+            "sweep": entry.point, "fingerprint": _entry_fingerprint(entry, settings),
+            "not_applicable": f"{entry.config.method} does not support {model.config.model_type}: {reason}",
+        }
+    return runnable
 
 
 def _draw(config, tokenizer):

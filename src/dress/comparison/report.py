@@ -109,6 +109,11 @@ def markdown_table(results: dict) -> str:
         dense_cells += ["1.00x", "1.00x"]
     lines.append(row(dense_cells))
     for e in entries:
+        if e.get("not_applicable"):
+            cells = [e["label"], f"{100 * e['ratio']:g}%", *[str(e.get("sweep", {}).get(f, "-")) for f in sweep_fields],
+                     "n/a", "n/a"]
+            lines.append(row(cells + ["-"] * (len(header) - len(cells))))
+            continue
         cells = [e["label"], f"{100 * e['ratio']:g}%", *[str(e.get("sweep", {}).get(f, "-")) for f in sweep_fields],
                  _fmt_params(e.get("params")), _fmt(e.get("ppl"))]
         if has_gap:
@@ -122,8 +127,11 @@ def markdown_table(results: dict) -> str:
             cells += [_fmt(ratios.get("prefill_speedup"), ".2f") + "x", _fmt(ratios.get("generation_speedup"), ".2f") + "x"]
         lines.append(row(cells))
     lines.append("")
-    lines.append(_protocol(results, entries))
-    across = draws_table(entries)
+    ran = [e for e in entries if not e.get("not_applicable")]
+    reasons = sorted({e["not_applicable"] for e in entries if e.get("not_applicable")})
+    lines += [f"n/a: {reason}." for reason in reasons] + ([""] if reasons else [])
+    lines.append(_protocol(results, ran))
+    across = draws_table(ran)
     if across:
         lines += ["", across]
     return "\n".join(lines)

@@ -28,17 +28,28 @@ class MethodSpec:
     ``apply``: ``"dress.methods.x.module:function"``; ``summary``: one line for ``--help``;
     ``needs_data(config)``: whether the method itself reads calibration windows (recovery's need
     is the pipeline's business); ``aliases``: extra ``dress compare`` names, each a set of dotted
-    config overrides (``{"dress-l1": {"regularize.norm": "l1"}}``)."""
+    config overrides (``{"dress-l1": {"regularize.norm": "l1"}}``); ``unsupported``: optional
+    ``"module:function"`` taking the loaded model and returning why the method cannot prune it
+    (``None``: it can), checked before any work on the model starts."""
 
     name: str
     apply: str
     summary: str
     needs_data: Callable[[Any], bool] = lambda config: True
     aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unsupported: str | None = None
 
     def function(self) -> Callable:
-        module, func = self.apply.split(":")
-        return getattr(importlib.import_module(module), func)
+        return _resolve(self.apply)
+
+    def unsupported_reason(self, model: Any) -> str | None:
+        """Why this method cannot prune ``model`` (``None``: it can)."""
+        return _resolve(self.unsupported)(model) if self.unsupported else None
+
+
+def _resolve(target: str) -> Callable:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -4,7 +4,8 @@
 from dress.methods import MethodSpec, register
 
 register(MethodSpec("slicegpt", "dress.methods.slicegpt.method:slicegpt",
-                    "rotate the residual stream by its PCA and slice the weakest directions"))
+                    "rotate the residual stream by its PCA and slice the weakest directions",
+                    unsupported="dress.methods.slicegpt.method:unsupported_reason"))
 
 
 def __getattr__(name):

@@ -61,19 +61,26 @@ class _Stop(Exception):
     """Raised from a hook to end a forward once the wanted activations are captured."""
 
 
-def check_supported(model: nn.Module, adapter: Adapter) -> None:
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why SliceGPT cannot prune ``model`` exactly (``None``: it can). The registry's support check."""
+    adapter = adapter_for(model)
     if adapter.norm_kind == "rms_one_plus" or len(adapter.layer_norms) > 2:
-        raise DressError(
-            f"--method slicegpt does not support {model.config.model_type}: its post-attention and "
-            "post-feedforward norms act on each sub-block's output before the residual add, so rotating "
-            "the residual stream is not invariant. Use a width method (dress, direct) or a depth method."
-        )
+        return ("its post-attention and post-feedforward norms act on each sub-block's output before the "
+                "residual add, so rotating the residual stream is not invariant")
+    return None
+
+
+def check_supported(model: nn.Module) -> None:
+    reason = unsupported_reason(model)
+    if reason:
+        raise DressError(f"--method slicegpt does not support {model.config.model_type}: {reason}. "
+                         "Use a width method (dress, direct) or a depth method.")
 
 
 def slicegpt(ctx: PruneContext) -> MethodOutcome:
     model, config = ctx.model, ctx.config
     adapter = adapter_for(model)
-    check_supported(model, adapter)
+    check_supported(model)
     if ctx.reg_part is None or ctx.reg_part.shape[0] == 0:
         raise DressError("--method slicegpt needs calibration windows (its regularization part is empty; check --split)")
     choice = width_choice(model.config, config.ratio, adapter, config.width_multiple)
@@ -101,7 +108,7 @@ def slice_model(model: nn.Module, windows: torch.Tensor, k: int, *, batch_size: 
     slice to width ``k`` (``k = d``: rotation only, logits unchanged). The returned record, saved
     in ``dress.json``, lets :func:`dress.load` rebuild the model."""
     adapter = adapter_for(model)
-    check_supported(model, adapter)
+    check_supported(model)
     d = adapter.hidden_size(model)
     if not 0 < k <= d:
         raise DressError(f"SliceGPT width must be between 1 and {d}, got {k}")

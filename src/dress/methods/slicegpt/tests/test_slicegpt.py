@@ -109,7 +109,7 @@ class TestSliceGPT:
 def test_gemma3_is_refused_with_a_reason():
     model = tiny_model("gemma3_text")
     with pytest.raises(DressError, match="post-attention"):
-        check_supported(model, adapter_for(model))
+        check_supported(model)
 
 
 def test_lora_recovery_keeps_shortcuts_working():
