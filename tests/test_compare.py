@@ -81,11 +81,17 @@ def test_compare_resumes_after_an_interruption_and_skips_finished_entries(tiny, 
     assert list(json.loads((out / "results.json").read_text())["entries"]) == ["direct@0.25"]
 
     calls = count_prunes(monkeypatch)
+    dense_before = json.loads((out / "results.json").read_text())["dense"]
     assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0
     assert calls == ["dress"]  # the finished entry is not recomputed
-    assert "2 entries, 1 already done" in capsys.readouterr().err
-    finished = json.loads((out / "results.json").read_text())["entries"]
+    err = capsys.readouterr().err
+    assert "2 entries, 1 already done" in err
+    assert "evaluate dense" not in err  # nor the dense model: its stored evaluation is reused
+    results = json.loads((out / "results.json").read_text())
+    finished = results["entries"]
     assert set(finished) == {"direct@0.25", "dress@0.25"}
+    assert results["dense"] == dense_before
+    assert finished["dress@0.25"]["record"]["evaluation"]["held_out"]["dense"] == dense_before["eval"]
 
     calls = count_prunes(monkeypatch)
     assert compare(model_dir, corpus, out, "--methods", "direct,dress") == 0

@@ -106,7 +106,7 @@ def method_needs_data(config: PruneConfig) -> bool:
 def prepare(
     config: PruneConfig, clock: StageClock | None = None, *, need_data: bool | None = None,
     runtime: Runtime | None = None, model: torch.nn.Module | None = None, tokenizer=None,
-    calibration: str | None = None, check_method: bool = True,
+    calibration: str | None = None, check_method: bool = True, dense_evaluation: dict | None = None,
 ) -> Prepared:
     """Load the model, draw the calibration windows (if the method needs them, or ``need_data``)
     and evaluate the dense model. The draw depends only on ``config.data`` and the tokenizer, so
@@ -171,10 +171,13 @@ def prepare(
     evaluation: dict = {}
     if wants_eval:
         eval_ids = tokenize_once(tokenizer, eval_text)
-        with clock.stage("evaluate dense"):
-            # recorded by an earlier attempt of this run (--resume) when the evaluation settings match
-            evaluation["dense"] = recall("dense_evaluation", config.evaluate.model_dump(),
-                                         lambda: _held_out_ppl(config, model, eval_ids).__dict__)
+        if dense_evaluation is not None:
+            evaluation["dense"] = dense_evaluation
+        else:
+            with clock.stage("evaluate dense"):
+                # recorded by an earlier attempt of this run (--resume) when the evaluation settings match
+                evaluation["dense"] = recall("dense_evaluation", config.evaluate.model_dump(),
+                                             lambda: _held_out_ppl(config, model, eval_ids).__dict__)
     return Prepared(model, tokenizer, source, adapter.stock_after_prune, parameter_count(model),
                     reg_part, rec_part, eval_ids, evaluation, device, bf16, runtime, local_path)
 

@@ -194,11 +194,13 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
 
     first = entries[0].config
     clock = StageClock(resolve_device(first.device))
-    prepared = prepare(first, clock, need_data=False, check_method=False)
+    dense_done = _dense_done(results, first, settings)
+    prepared = prepare(first, clock, need_data=False, check_method=False,
+                       dense_evaluation=results["dense"].get("eval") if dense_done else None)
     todo = _mark_not_applicable(todo, prepared.model, results, settings)
     _save(results, out)
     prepared.model.to("cpu")  # the pristine dense copy; each entry works on a deep copy on the device
-    if not _dense_done(results, first, settings):
+    if not dense_done:
         results["dense"] = _evaluate_dense(prepared, first, spec, settings)
         _save(results, out)
     draws: dict[str, tuple] = {}
