@@ -150,10 +150,9 @@ def prepare(
             source = config.model or getattr(model.config, "_name_or_path", "") or "in-memory model"
         model = model.to(device)
         adapter = adapter_for(model)
-    reason = get_method(config.method).unsupported_reason(model) if check_method else None
-    if reason:
-        raise DressError(f"--method {config.method} does not support {model.config.model_type}: {reason}. "
-                         "Choose another --method (`dress prune --help` lists them).")
+    refusal = get_method(config.method).refusal(model) if check_method else None
+    if refusal:
+        raise DressError(f"--method {refusal}. Choose another --method (`dress prune --help` lists them).")
     if tokenizer is None and (wants_data or wants_eval):
         raise DressError("this run reads text (calibration or evaluation), so it needs the model's tokenizer; pass tokenizer=")
 

@@ -246,16 +246,14 @@ def _mark_not_applicable(todo: list[Entry], model, results: dict, settings: dict
 
     runnable = []
     for entry in todo:
-        reason = get_method(entry.config.method).unsupported_reason(model)
-        if reason is None:
+        refusal = get_method(entry.config.method).refusal(model)
+        if refusal is None:
             runnable.append(entry)
             continue
-        log.warning(f"{entry.key}: {entry.config.method} does not support {model.config.model_type} ({reason}); "
-                    "its row says not applicable")
+        log.warning(f"{entry.key}: {refusal}; its row says not applicable")
         results.setdefault("entries", {})[entry.key] = {
             "key": entry.key, "label": entry.label, "method": entry.config.method, "ratio": entry.ratio,
-            "sweep": entry.point, "fingerprint": _entry_fingerprint(entry, settings),
-            "not_applicable": f"{entry.config.method} does not support {model.config.model_type}: {reason}",
+            "sweep": entry.point, "fingerprint": _entry_fingerprint(entry, settings), "not_applicable": refusal,
         }
     return runnable
 

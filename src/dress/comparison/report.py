@@ -109,13 +109,12 @@ def markdown_table(results: dict) -> str:
         dense_cells += ["1.00x", "1.00x"]
     lines.append(row(dense_cells))
     for e in entries:
+        lead = [e["label"], f"{100 * e['ratio']:g}%", *[str(e.get("sweep", {}).get(f, "-")) for f in sweep_fields]]
         if e.get("not_applicable"):
-            cells = [e["label"], f"{100 * e['ratio']:g}%", *[str(e.get("sweep", {}).get(f, "-")) for f in sweep_fields],
-                     "n/a", "n/a"]
+            cells = lead + ["n/a", "n/a"]
             lines.append(row(cells + ["-"] * (len(header) - len(cells))))
             continue
-        cells = [e["label"], f"{100 * e['ratio']:g}%", *[str(e.get("sweep", {}).get(f, "-")) for f in sweep_fields],
-                 _fmt_params(e.get("params")), _fmt(e.get("ppl"))]
+        cells = lead + [_fmt_params(e.get("params")), _fmt(e.get("ppl"))]
         if has_gap:
             cells.append(_fmt(e.get("prune_gap_nats"), "+.3f"))
         if has_preserved:

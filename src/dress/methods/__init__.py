@@ -46,6 +46,11 @@ class MethodSpec:
         """Why this method cannot prune ``model`` (``None``: it can)."""
         return _resolve(self.unsupported)(model) if self.unsupported else None
 
+    def refusal(self, model: Any) -> str | None:
+        """``"<method> does not support <model type>: <why>"``, or ``None`` when it can prune ``model``."""
+        reason = self.unsupported_reason(model)
+        return None if reason is None else f"{self.name} does not support {model.config.model_type}: {reason}"
+
 
 def _resolve(target: str) -> Callable:
     module, func = target.split(":")
