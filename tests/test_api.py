@@ -46,6 +46,39 @@ def test_prune_a_folder_by_name_with_a_config_and_overrides(tmp_path):
     assert result.record["hidden_size"]["after"] == 24 and result.record["source_model"] == str(folder)
 
 
+def test_save_writes_the_source_dtype_without_changing_the_model_in_memory(tmp_path):
+    """A bf16 checkpoint pruned in fp32 on the CPU is saved in bf16 (like `dress prune`), tied
+    weights once; the result in memory stays fp32; ``dtype=`` overrides."""
+    from safetensors import safe_open
+
+    folder = save_tiny(tmp_path / "tiny", "llama")  # llama tiny: tied embeddings
+    AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).save_pretrained(folder)
+    result = dress.prune(str(folder), method="direct", selection="last", ratio=0.25,
+                         recovery={"enabled": False}, evaluate={"enabled": False}, device="cpu")
+    assert result.model.dtype == torch.float32 and result.save_dtype == torch.bfloat16
+
+    out = result.save(tmp_path / "out")
+    assert result.model.dtype == torch.float32
+    assert json.loads((out / "dress.json").read_text())["saved_dtype"] == "bfloat16"
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+        assert {weights.get_tensor(n).dtype for n in names} == {torch.bfloat16}
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
+    reloaded = AutoModelForCausalLM.from_pretrained(out)  # dtype from config.json: bf16
+    assert reloaded.dtype == torch.bfloat16
+    in_memory = result.model.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, in_memory[name].to(torch.bfloat16)), name
+
+    ids = sample_ids()
+    out32 = result.save(tmp_path / "out32", dtype=torch.float32)
+    assert json.loads((out32 / "dress.json").read_text())["saved_dtype"] == "float32"
+    with torch.no_grad():
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(out32, dtype=torch.float32)(input_ids=ids).logits,
+                           result.model(input_ids=ids).logits)
+
+
 def test_prune_refuses_bad_settings_with_the_cli_message():
     with pytest.raises(dress.DressError, match=r"--ratio \(ratio\)"):
         dress.prune(tiny_model("llama"), ratio=1.5)

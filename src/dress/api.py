@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -32,13 +33,20 @@ class PruneResult:
     model: nn.Module
     tokenizer: Any
     record: dict
+    save_dtype: torch.dtype | None = None
+    """What ``save`` writes by default: like ``dress prune``'s ``save_dtype`` (``source``: a named
+    model's checkpoint dtype, or the dtype a model passed in memory had), None: the model's own."""
 
-    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+    def save(self, out: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
         """Write the model, tokenizer and ``dress.json`` atomically to ``out`` (refused if it exists
-        unless ``overwrite``)."""
-        from dress.io.saving import save_model
+        unless ``overwrite``), the weights in ``dtype`` (default: ``save_dtype``). The model in
+        memory keeps its dtype (it is moved to the CPU)."""
+        from dress.io.saving import floating_dtype, save_model
 
-        return save_model(self.model.to("cpu"), self.tokenizer, out, self.record, overwrite=overwrite)
+        model = self.model.to("cpu")
+        dtype = dtype or self.save_dtype or floating_dtype(model)
+        record = {**self.record, "saved_dtype": str(dtype).removeprefix("torch.")}
+        return save_model(model, self.tokenizer, out, record, overwrite=overwrite, dtype=dtype)
 
 
 def resolve_config(config=None, model: str | None = None, **settings):
@@ -78,6 +86,7 @@ def prune(
 
     module = model if isinstance(model, nn.Module) else None
     cfg = resolve_config(config, None if module is not None else model, **settings)
+    saved_as = _save_dtype(cfg, module)
     runtime = current_runtime(cfg.device)
     device = resolve_device(cfg, runtime)
     if module is not None:  # already in memory: nothing left to plan before loading
@@ -102,7 +111,18 @@ def prune(
             shutil.rmtree(work, ignore_errors=True)
     if not temporary:
         clear_checkpoint(work)
-    return PruneResult(pruned, prepared.tokenizer, record)
+    return PruneResult(pruned, prepared.tokenizer, record, saved_as)
+
+
+def _save_dtype(cfg, module: nn.Module | None) -> torch.dtype | None:
+    """``cfg.save_dtype`` resolved before the run (which may change the model's dtype): ``source``
+    is the named checkpoint's dtype, or the dtype of the model passed in memory."""
+    from dress.io.saving import floating_dtype
+    from dress.run_setup import save_dtype
+
+    if module is not None and cfg.save_dtype == "source":
+        return floating_dtype(module)
+    return save_dtype(cfg)
 
 
 def evaluate(

@@ -15,6 +15,7 @@ under ``"rebuild"`` (SliceGPT's norms and shortcuts), applied before the weights
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -107,11 +108,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overwrite: bool = False,
-               tokenizer_source: str | Path | None = None) -> Path:
+               tokenizer_source: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
     """Save weights (safetensors), config, tokenizer and ``dress.json`` atomically to ``out``.
-    Without a loaded ``tokenizer``, the tokenizer files of ``tokenizer_source`` (if any) are copied."""
+    Without a loaded ``tokenizer``, the tokenizer files of ``tokenizer_source`` (if any) are copied.
+    ``dtype``: the saved weights' dtype (default: the model's); the model in memory is not changed."""
     with atomic_output_dir(out, overwrite) as tmp:
-        model.save_pretrained(tmp)
+        _save_weights(model, tmp, dtype)
         if tokenizer is not None:
             from dress.tokenizers_compat import make_portable
 
@@ -123,6 +125,34 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
                     shutil.copyfile(Path(tokenizer_source) / name, tmp / name)
         write_record(tmp, record)
     return Path(out)
+
+
+def floating_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None if it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _save_weights(model: nn.Module, folder: Path, dtype: torch.dtype | None) -> None:
+    """``model.save_pretrained(folder)`` with the floating-point weights (and config's ``dtype``) in
+    ``dtype``, from a cast copy of the state dict: the model keeps its own dtype. Tied weights stay
+    one tensor (cast once), so transformers still writes them once."""
+    if dtype is None or dtype == floating_dtype(model):
+        model.save_pretrained(folder)
+        return
+    cast: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+            if key not in cast:
+                cast[key] = tensor.to(dtype)
+            tensor = cast[key]
+        state[name] = tensor
+    model.save_pretrained(folder, state_dict=state)
+    config_file = Path(folder) / "config.json"  # transformers writes the model's dtype there
+    written = json.loads(config_file.read_text())
+    written["dtype"] = str(dtype).removeprefix("torch.")
+    config_file.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
 
 
 def load_checkpoint(where: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
