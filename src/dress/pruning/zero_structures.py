@@ -38,7 +38,11 @@ def _pin(param: nn.Parameter, keep: torch.Tensor, handles: list) -> None:
 
 def protect_zero_structures(model: nn.Module) -> list:
     handles: list = []
+    adapters = {id(linear) for module in model.modules() if hasattr(module, "lora_A")
+                for bank in (module.lora_A, module.lora_B) for linear in bank.values()}
     for module in model.modules():
+        if id(module) in adapters:  # LoRA's own A and B (B starts at zero: not a removed structure)
+            continue
         base = getattr(module, "base_layer", None)
         if isinstance(base, nn.Linear) and hasattr(module, "lora_A"):
             rows, cols = _masks(base)

@@ -325,12 +325,20 @@ def test_recovery_keeps_zero_rows_and_columns_at_zero(mode):
         lin.bias[3] = 0.0
         lin.weight[:, 7] = 0.0
         model.model.layers[1].mlp.down_proj.weight[:, 2] = 0.0
+    before = {name: w.clone() for name, w in model.state_dict().items()}
     cfg = RecoveryConfig(mode=mode, steps=3, lr=1e-2)
     recovered, _ = recover(model, sample_ids(4, 12), cfg, keep_zero_structures=True)
     lin = recovered.model.layers[0].self_attn.q_proj
     assert (lin.weight[3] == 0).all() and lin.bias[3] == 0 and (lin.weight[:, 7] == 0).all()
     assert (recovered.model.layers[1].mlp.down_proj.weight[:, 2] == 0).all()
     assert (lin.weight[4] != 0).any() and (lin.weight[torch.arange(lin.weight.shape[0]) != 3, 6] != 0).all()
+    # ... and it still trains: every targeted weight moved outside the protected structures (a
+    # zero-initialised LoRA B once counted as "all rows zero" and was pinned, so nothing moved)
+    rest = torch.ones_like(lin.weight, dtype=torch.bool)
+    rest[3], rest[:, 7] = False, False
+    assert (lin.weight[rest] != before["model.layers.0.self_attn.q_proj.weight"][rest]).float().mean() > 0.9
+    down = recovered.model.layers[1].mlp.down_proj.weight
+    assert not torch.equal(down[:, 3:], before["model.layers.1.mlp.down_proj.weight"][:, 3:])
 
 
 def test_without_protection_recovery_would_fill_the_zeros():
