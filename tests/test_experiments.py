@@ -23,8 +23,7 @@ def test_there_are_cpu_and_paper_variants_of_each_experiment():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_experiment_plans_and_names_its_command(path):
     text = path.read_text()
-    header = [line for line in text.splitlines() if line.startswith("#")]
-    run_lines = [line for line in header if line.startswith("# Run: ")]
+    run_lines = [line for line in text.splitlines() if line.startswith("# Run: ")]
     assert len(run_lines) == 1, "the header names exactly one command, on a '# Run: ' line"
     assert f"dress compare --config experiments/{path.name}" in run_lines[0]
     entries = plan(CompareConfig.model_validate(yaml.safe_load(text)))

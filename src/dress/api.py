@@ -41,10 +41,10 @@ class PruneResult:
         """Write the model, tokenizer and ``dress.json`` atomically to ``out`` (refused if it exists
         unless ``overwrite``), the weights in ``dtype`` (default: ``save_dtype``). The model in
         memory keeps its dtype (it is moved to the CPU)."""
-        from dress.io.saving import floating_dtype, save_model
+        from dress.io.saving import save_model
 
         model = self.model.to("cpu")
-        dtype = dtype or self.save_dtype or floating_dtype(model)
+        dtype = dtype or self.save_dtype or model.dtype
         record = {**self.record, "saved_dtype": str(dtype).removeprefix("torch.")}
         return save_model(model, self.tokenizer, out, record, overwrite=overwrite, dtype=dtype)
 
@@ -117,11 +117,10 @@ def prune(
 def _save_dtype(cfg, module: nn.Module | None) -> torch.dtype | None:
     """``cfg.save_dtype`` resolved before the run (which may change the model's dtype): ``source``
     is the named checkpoint's dtype, or the dtype of the model passed in memory."""
-    from dress.io.saving import floating_dtype
     from dress.run_setup import save_dtype
 
     if module is not None and cfg.save_dtype == "source":
-        return floating_dtype(module)
+        return module.dtype
     return save_dtype(cfg)
 
 

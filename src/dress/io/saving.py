@@ -127,16 +127,11 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
     return Path(out)
 
 
-def floating_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating-point parameter (None if it has none)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
 def _save_weights(model: nn.Module, folder: Path, dtype: torch.dtype | None) -> None:
     """``model.save_pretrained(folder)`` with the floating-point weights (and config's ``dtype``) in
     ``dtype``, from a cast copy of the state dict: the model keeps its own dtype. Tied weights stay
     one tensor (cast once), so transformers still writes them once."""
-    if dtype is None or dtype == floating_dtype(model):
+    if dtype is None or dtype == model.dtype:
         model.save_pretrained(folder)
         return
     cast: dict[tuple, torch.Tensor] = {}
