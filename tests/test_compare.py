@@ -226,3 +226,18 @@ def test_a_method_that_cannot_prune_the_model_gets_a_not_applicable_row_and_the_
     assert "| slicegpt | 25% | n/a | n/a |" in table and "n/a: slicegpt does not support gemma3_text" in table
     assert compare(model_dir, corpus, out, "--methods", "slicegpt,direct") == 0
     assert calls == ["direct"]
+
+
+def test_a_parameter_budget_gives_every_method_its_own_knob_and_the_table_shows_the_distance(tiny, tmp_path):
+    model_dir, corpus = tiny
+    out = tmp_path / "cmp"
+    assert compare(model_dir, corpus, out, "--methods", "direct,shortgpt", "--ratio-of", "params", "--no-rft") == 0
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    for key in ("direct@0.25", "shortgpt@0.25"):
+        budget = entries[key]["record"]["parameter_budget"]
+        assert budget["share"] == 0.25 and budget["planned_params"] == entries[key]["params"]
+        assert budget["target_params"] == int(entries[key]["params_dense"] * 0.75)
+    assert "layers removed" in entries["shortgpt@0.25"]["record"]["parameter_budget"]["knob"]
+    table = (out / "results.md").read_text()
+    assert "vs budget" in table.splitlines()[0]
+    assert "(hidden width" in table and "layers removed)" in table

@@ -80,6 +80,10 @@ class _PruneBase(StrictConfig):
         0.25, gt=0.0, lt=1.0, description="fraction to remove: of the hidden width (width methods), or of the "
         "parameters, in whole layers (sleb, shortgpt, trsp), or of the parameters, zeroed in decoder linears (llm-surgeon; "
         "see --surgeon-target)")
+    ratio_of: Literal["method", "params"] = Field(
+        "method", description="what --ratio counts: method = the method's own knob (above); params = a parameter "
+        "budget for every method alike: keep (1 - RATIO) of all parameters, each method landing as near as its "
+        "granularity allows (width, layers, zeroed entries); the distance is recorded")
     selection: Literal["last", "activation", "weight"] = Field(
         "activation", description="which hidden channels to remove: smallest activations, smallest weights, or the last ones")
     width_multiple: int = Field(

@@ -211,6 +211,7 @@ def prune_prepared(
     """Run ``config.method`` (and recovery, and the pruned evaluation) on ``model`` — the dense
     model of ``prepared`` or a copy of it, changed in place. Returns ``(pruned model, record)``."""
     clock = clock or StageClock(prepared.device)
+    config, budget = apply_parameter_budget(config, model)
     torch.manual_seed(config.seed)
     eval_ids, bf16 = prepared.eval_ids, prepared.bf16
     distill = _distillation(config, model, bf16)
@@ -252,6 +253,7 @@ def prune_prepared(
         "loader": "transformers" if prepared.stock_after_prune else "dress",
         **outcome.record,
         "parameters": {"before": prepared.params_dense, "after": parameter_count(model)},
+        **({"parameter_budget": budget.as_record()} if budget else {}),
         "config": config.model_dump(),
         "report": report,
         "evaluation": {"held_out": evaluation, "source": config.evaluate.source} if evaluation else {},
@@ -262,6 +264,20 @@ def prune_prepared(
     if prepared.runtime.distributed:
         record["launch"] = {"engine": prepared.runtime.engine, "processes": prepared.runtime.world}
     return model, record
+
+
+def apply_parameter_budget(config: PruneConfig, model) -> tuple[PruneConfig, object]:
+    """With ``ratio_of: params``, the config whose ``ratio`` makes the method's output that fits the
+    parameter budget best (:mod:`dress.pruning.budget`), as the method's own knob (``ratio_of: method``,
+    so the recorded config repeats the run exactly), and the :class:`ParameterBudget`; else
+    ``(config, None)``."""
+    if config.ratio_of != "params":
+        return config, None
+    from dress.pruning.budget import fit_budget
+
+    budget = fit_budget(get_method(config.method).output_shapes(model, config), parameter_count(model), config.ratio)
+    log.info(budget.describe())
+    return config.model_copy(update={"ratio": budget.shape.ratio, "ratio_of": "method"}), budget
 
 
 def _distillation(config: PruneConfig, model, bf16: bool = False):

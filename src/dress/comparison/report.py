@@ -86,7 +86,8 @@ def markdown_table(results: dict) -> str:
     has_preserved = any(e.get("preserved_ratio") is not None for e in entries)
     has_speed = any(e.get("speed") for e in entries)
 
-    header = ["Method", "Ratio", *sweep_fields, "Params", "PPL"]
+    has_budget = any(_budget(e) for e in entries)
+    header = ["Method", "Ratio", *sweep_fields, "Params", *(["vs budget"] if has_budget else []), "PPL"]
     if has_gap:
         header.append("Prune gap (nats)")
     if has_preserved:
@@ -101,7 +102,8 @@ def markdown_table(results: dict) -> str:
         return "| " + " | ".join(cells) + " |"
 
     lines = [row(header), row(["---"] * len(header))]
-    dense_cells = ["Dense", "0%", *["-"] * len(sweep_fields), _fmt_params(dense.get("params")), _fmt(dense.get("ppl"))]
+    dense_cells = ["Dense", "0%", *["-"] * len(sweep_fields), _fmt_params(dense.get("params")),
+                   *(["-"] if has_budget else []), _fmt(dense.get("ppl"))]
     dense_cells += ["-"] * (int(has_gap) + int(has_preserved))
     if tasks:
         dense_cells += _accuracies(dense, tasks)
@@ -114,7 +116,8 @@ def markdown_table(results: dict) -> str:
             cells = lead + ["n/a", "n/a"]
             lines.append(row(cells + ["-"] * (len(header) - len(cells))))
             continue
-        cells = lead + [_fmt_params(e.get("params")), _fmt(e.get("ppl"))]
+        budget = _budget(e)
+        cells = lead + [_fmt_params(e.get("params")), *([_budget_cell(budget)] if has_budget else []), _fmt(e.get("ppl"))]
         if has_gap:
             cells.append(_fmt(e.get("prune_gap_nats"), "+.3f"))
         if has_preserved:
@@ -134,6 +137,18 @@ def markdown_table(results: dict) -> str:
     if across:
         lines += ["", across]
     return "\n".join(lines)
+
+
+def _budget(entry: dict) -> dict | None:
+    """The entry's parameter budget (``--ratio-of params``), if it ran under one."""
+    return (entry.get("record") or {}).get("parameter_budget")
+
+
+def _budget_cell(budget: dict | None) -> str:
+    """Distance of the planned kept count from the budget, as a share of the dense model, and the knob."""
+    if not budget:
+        return "-"
+    return f"{100 * budget['distance_share']:+.2f}% ({budget['knob']})"
 
 
 def _without_draw(entry: dict) -> str:

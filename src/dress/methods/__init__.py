@@ -30,7 +30,10 @@ class MethodSpec:
     is the pipeline's business); ``aliases``: extra ``dress compare`` names, each a set of dotted
     config overrides (``{"dress-l1": {"regularize.norm": "l1"}}``); ``unsupported``: optional
     ``"module:function"`` taking the loaded model and returning why the method cannot prune it
-    (``None``: it can), checked before any work on the model starts."""
+    (``None``: it can), checked before any work on the model starts; ``shapes``: ``"module:function"``
+    taking ``(model, config)`` and listing every output the method can make as
+    :class:`dress.pruning.budget.Shape` (the ratio and the parameters kept), so ``--ratio-of params``
+    can give it a parameter budget."""
 
     name: str
     apply: str
@@ -38,6 +41,7 @@ class MethodSpec:
     needs_data: Callable[[Any], bool] = lambda config: True
     aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: str | None = None
+    shapes: str | None = None
 
     def function(self) -> Callable:
         return _resolve(self.apply)
@@ -45,6 +49,15 @@ class MethodSpec:
     def unsupported_reason(self, model: Any) -> str | None:
         """Why this method cannot prune ``model`` (``None``: it can)."""
         return _resolve(self.unsupported)(model) if self.unsupported else None
+
+    def output_shapes(self, model: Any, config: Any) -> list:
+        """Every output size this method can make of ``model`` (see ``shapes``)."""
+        from dress.errors import DressError
+
+        if self.shapes is None:
+            raise DressError(f"--ratio-of params: method {self.name} cannot take a parameter budget "
+                             "(it lists no output sizes); use --ratio-of method")
+        return _resolve(self.shapes)(model, config)
 
     def refusal(self, model: Any) -> str | None:
         """``"<method> does not support <model type>: <why>"``, or ``None`` when it can prune ``model``."""

@@ -6,5 +6,7 @@ from dress.methods import MethodSpec, register, register_config
 from dress.methods.depth.config import DepthConfig
 
 register_config("depth", DepthConfig)
-register(MethodSpec("sleb", "dress.methods.depth.method:sleb", "remove whole layers, greedily by calibration perplexity"))
-register(MethodSpec("shortgpt", "dress.methods.depth.method:shortgpt", "remove the whole layers of lowest Block Influence"))
+register(MethodSpec("sleb", "dress.methods.depth.method:sleb", "remove whole layers, greedily by calibration perplexity",
+                    shapes="dress.pruning.budget:layer_shapes"))
+register(MethodSpec("shortgpt", "dress.methods.depth.method:shortgpt", "remove the whole layers of lowest Block Influence",
+                    shapes="dress.pruning.budget:layer_shapes"))

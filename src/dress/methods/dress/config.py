@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,9 +11,17 @@ from dress.training.config import TrainingConfig
 
 class RegularizeConfig(TrainingConfig):
     """Regularization: train all parameters on the regularization part while a group penalty
-    drives the removed channels' groups to zero. ``lam`` is unit-free (see
-    :mod:`dress.methods.dress.penalty`): over the run the penalty alone removes ``lam`` times each
-    group's starting size, so ``lam=1`` reaches zero at the last step and ``lam=2`` about halfway."""
+    acts on the removed channels' groups. Two modes (:mod:`dress.methods.dress.stage`):
+
+    * ``proximal`` (default): a decoupled proximal shrink drives the groups to exactly zero, so the
+      cut is lossless. ``lam`` is unit-free (see :mod:`dress.methods.dress.penalty`): the shrink alone
+      removes ``lam`` times each group's starting size over the first ``shrink_until`` of the steps'
+      summed learning rate, so ``lam=1`` reaches zero at that point and ``lam=2`` about halfway to it;
+      after ``shrink_until`` the groups are held at zero and the rest of the stage trains what stays.
+    * ``penalty`` (the paper's Eqs. 1-4): ``penalty_lam * sum_g ||g||`` is added to the loss and
+      Adam trains against it; what remains of the groups is cut anyway (the prune gap says what that
+      cost) and recovery repairs. ``penalty_lam`` is on the paper's scale (its optimum: 1e-3).
+    """
 
     title: ClassVar[str] = "regularization (dress, fpr)"
     norm: Literal["l2", "l1"] = Field("l2", description="group penalty: l2 (group lasso) or l1")
@@ -24,5 +30,14 @@ class RegularizeConfig(TrainingConfig):
         description="penalty strength, unit-free: the penalty alone removes LAM times each group's starting size "
         "over the run (1: zero at the last step, 2: about halfway)",
     )
+    mode: Literal["proximal", "penalty"] = Field(
+        "proximal", description="proximal: decoupled shrink to exact zero (lossless cut); penalty: the paper's "
+        "group penalty added to the loss, then the cut of what remains")
+    shrink_until: float = Field(
+        1.0, gt=0.0, le=1.0, description="proximal mode: fraction of the stage's summed learning rate over which "
+        "the shrink acts; the groups are held at zero afterwards, so the rest trains the smaller model")
+    penalty_lam: float = Field(
+        1e-3, ge=0.0, description="penalty mode: lambda of the paper's loss LM + lambda * sum of group norms "
+        "(paper's optimum 1e-3)")
     steps: int = Field(144, ge=0, description="optimizer steps (one pass over the 144 regularization windows of the default draw)")
     warmup_steps: int = Field(4, ge=0, description="linear warm-up steps (capped at the stage's steps)")

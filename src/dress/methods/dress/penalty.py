@@ -126,16 +126,18 @@ def group_weights(scales: Scales | None, name: str, groups: int, device) -> torc
 
 
 def penalty(
-    slices: Iterable[GroupSlice], norm: str, offsets: dict[str, float] | None = None, scales: Scales | None = None
+    slices: Iterable[GroupSlice], norm: str, offsets: dict[str, float] | None = None, scales: Scales | None = None,
+    size_weighted: bool = True,
 ) -> torch.Tensor:
-    """``R(W)`` of the module docstring (differentiable; used for reporting and tests).
-    Without ``scales`` every ``s_g`` is 1 (the plain group lasso / ℓ1)."""
+    """``R(W)`` of the module docstring (differentiable: the penalty mode's loss term, and reporting).
+    Without ``scales`` every ``s_g`` is 1; with ``size_weighted=False`` the ℓ2 groups lose their
+    ``sqrt(n_g)`` weights, which leaves the paper's plain ``sum_g ||g||_2`` (its Eqs. 2-4)."""
     total = None
     for s in slices:
         rows = s.view() - (offsets or {}).get(s.name, 0.0)
         weight = group_weights(scales, s.name, rows.shape[0], rows.device)
         if norm == "l2":
-            value = (weight * rows.norm(dim=1)).sum() * math.sqrt(rows.shape[1])
+            value = (weight * rows.norm(dim=1)).sum() * (math.sqrt(rows.shape[1]) if size_weighted else 1.0)
         else:
             value = (weight * rows.abs().sum(dim=1)).sum()
         total = value if total is None else total + value

@@ -14,4 +14,5 @@ from dress.methods.llm_surgeon.config import LLMSurgeonConfig
 register_config("llm_surgeon", LLMSurgeonConfig)
 register(MethodSpec("llm-surgeon", "dress.methods.llm_surgeon.method:llm_surgeon",
                     "curvature-based (K-FAC/OBS) removal of rows and columns of every decoder linear, "
-                    "multi-shot; dead FFN neurons and KV groups are cut, other zeros stay"))
+                    "multi-shot; dead FFN neurons and KV groups are cut, other zeros stay",
+                    shapes="dress.methods.llm_surgeon.method:budget_shapes"))

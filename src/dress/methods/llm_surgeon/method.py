@@ -33,6 +33,7 @@ from dress.methods.llm_surgeon.config import LLMSurgeonConfig
 from dress.methods.llm_surgeon.costs import col_costs, damped_inverse, row_costs, surgery
 from dress.methods.llm_surgeon.curvature import Factors, decoder_linears, estimate_factors
 from dress.methods.llm_surgeon.threshold import MatrixCosts, global_threshold
+from dress.pruning.budget import Shape
 
 
 def augmented_weight(linear: nn.Linear) -> torch.Tensor:
@@ -278,3 +279,14 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
                           "keeps the dense sizes, so load this folder with dress.load, not stock transformers")
         record["rebuild"] = {"function": REBUILD, "args": {"layers": widths}}
     return MethodOutcome(model, report, record, keep_zero_structures=True)
+
+
+def budget_shapes(model: nn.Module, config) -> list[Shape]:
+    """For a parameter budget (:mod:`dress.pruning.budget`): LLM Surgeon zeroes any number of entries,
+    so its one shape zeroes exactly ``config.ratio`` of all parameters (in ``--surgeon-target``'s units);
+    the kept count is of non-zero parameters (whole dead rows and columns are also cut physically)."""
+    dense = parameter_count(model)
+    zeroed = int(round(config.ratio * dense))
+    total = linear_entries(decoder_linears(model, adapter_for(model)))
+    ratio = config.ratio if config.llm_surgeon.target == "params" else zeroed / total
+    return [Shape(ratio, dense - zeroed, f"{zeroed / 1e6:.2f}M decoder-linear entries zeroed")]

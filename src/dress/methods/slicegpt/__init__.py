@@ -5,7 +5,8 @@ from dress.methods import MethodSpec, register
 
 register(MethodSpec("slicegpt", "dress.methods.slicegpt.method:slicegpt",
                     "rotate the residual stream by its PCA and slice the weakest directions",
-                    unsupported="dress.methods.slicegpt.method:unsupported_reason"))
+                    unsupported="dress.methods.slicegpt.method:unsupported_reason",
+                    shapes="dress.methods.slicegpt.method:budget_shapes"))
 
 
 def __getattr__(name):

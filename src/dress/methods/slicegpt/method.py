@@ -37,9 +37,11 @@ import torch
 from torch import nn
 
 from dress.adapters import Adapter, adapter_for
+from dress.adapters.base import norm_has_bias
 from dress.errors import DressError
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
+from dress.pruning.budget import Shape, width_shapes
 from dress.pruning.hidden import width_choice
 from dress.methods.slicegpt.rotate import (
     StreamNorm,
@@ -346,3 +348,16 @@ def rebuild(model: nn.Module, args: dict) -> None:
         set_module(model, name, norm)
         if spec["shortcut"]:
             norm.pair_with(model.get_submodule(args["paired_writers"][name]))
+
+
+def budget_shapes(model: nn.Module, config) -> list[Shape]:
+    """For a parameter budget (:mod:`dress.pruning.budget`): every width, with what slicing adds back
+    (a ``k x k`` shortcut per sub-block, a ``k x k`` head map for a tied RMS head) and what folding
+    takes away (the norms' gains and biases). Exact for the RMS families (tested); OPT's count is
+    off by terms linear in ``k`` (under 1% at 1B)."""
+    adapter = adapter_for(model)
+    layers = len(adapter.decoder_layers(model))
+    shortcuts = layers * (1 if adapter.parallel_block else 2)
+    head_map = 1 if model.config.tie_word_embeddings and adapter.norm_kind.startswith("rms") else 0
+    norm_entries = sum(1 + norm_has_bias(norm) for _, norm in adapter.named_norms(model))
+    return width_shapes(model, config, extra=lambda k: (shortcuts + head_map) * k * k - norm_entries * k)

@@ -190,3 +190,38 @@ def test_scaled_l1_reaches_exact_zero_once_the_accumulated_shrink_passes_one():
     for _ in range(4):
         proximal_step(slices, "l1", shrink=0.26, scales=scales)
     assert sum(slice_mass(slices).values()) == 0.0
+
+
+def test_shrink_until_zeroes_the_groups_by_that_point_and_holds_them():
+    """lam = 1 with shrink_until = 0.5 reaches exact zero at half the steps (not only at the end)
+    and keeps the groups at zero for the rest of the stage."""
+    data = sample_ids(8, 16, seed=3)
+    half = regularize(tiny_model("llama"), CHANNELS, data, _reg_config(steps=8, lam=1.0, shrink_until=0.5))
+    assert half.preserved_ratio == 0.0
+    # logged after Adam's step and before the shrink: from step 4 on only Adam's one-step push-back
+    assert max(half.reg_loss[4:]) < 0.02 * half.reg_loss[0]
+    whole = regularize(tiny_model("llama"), CHANNELS, data, _reg_config(steps=8, lam=1.0))
+    assert whole.reg_loss[4] > 0.2 * whole.reg_loss[0]  # without it the same lam is still shrinking at step 4
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1"])
+def test_penalty_mode_is_the_papers_loss_term_and_leaves_mass_for_the_cut(norm):
+    """mode=penalty adds penalty_lam * (plain sum of group norms) to the loss: the groups shrink
+    more with a larger lambda, but Adam does not drive them to exact zero."""
+    data = sample_ids(8, 16, seed=3)
+    model = tiny_model("llama")
+    with torch.no_grad():
+        before = float(penalty(channel_groups(model, CHANNELS), norm, size_weighted=False))
+    weak = regularize(model, CHANNELS, data, _reg_config(mode="penalty", penalty_lam=1e-4, norm=norm))
+    assert weak.reg_loss[0] == pytest.approx(1e-4 * before, rel=1e-4)
+    strong = regularize(tiny_model("llama"), CHANNELS, data, _reg_config(mode="penalty", penalty_lam=1.0, norm=norm))
+    free = regularize(tiny_model("llama"), CHANNELS, data, _reg_config(lam=0.0))
+    assert 0.0 < strong.preserved_ratio < free.preserved_ratio - 0.01
+    assert strong.reg_loss[-1] < strong.reg_loss[0]
+
+
+def test_paper_penalty_drops_the_group_size_weights():
+    model = tiny_model("llama")
+    slices = channel_groups(model, CHANNELS)
+    plain = sum(float(s.view().norm(dim=1).sum()) for s in slices)
+    assert float(penalty(slices, "l2", size_weighted=False)) == pytest.approx(plain, rel=1e-5)
