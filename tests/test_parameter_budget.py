@@ -13,7 +13,7 @@ from tiny_models import byte_tokenizer, tiny_model, write_corpus
 
 FAST = {"data.samples": 8, "data.seq_len": 32, "regularize.steps": 2, "recovery.enabled": False, "device": "cpu",
         "evaluate.enabled": False, "trsp.steps1": 2, "trsp.steps2": 2, "depth.score_samples": 2,
-        "llm_surgeon.samples": 4, "llm_surgeon.shots": 1, "selection": "last"}
+        "llm_surgeon.samples": 4, "llm_surgeon.shots": 1, "selection": "last", "hybrid.layers": 1}
 
 
 def test_fit_budget_takes_the_nearest_shape_and_a_tie_goes_to_the_smaller_model():

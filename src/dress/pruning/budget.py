@@ -68,21 +68,29 @@ def fit_budget(shapes: Iterable[Shape], dense: int, share: float) -> ParameterBu
     return ParameterBudget(share, dense, min(options, key=lambda s: (abs(s.params - target), s.params)))
 
 
-def params_per_channel(model: nn.Module) -> int:
+def params_per_channel(model: nn.Module, layers_removed: int = 0) -> int:
     """Parameters that one hidden channel touches (its column of every reader and embedding, its row
     of every writer with the bias entry, its norm entries; tied tensors once): what removing one
-    channel removes."""
+    channel removes; ``layers_removed``: as if that many decoder layers were gone (layers are alike)."""
     from dress.methods.dress.penalty import channel_groups  # the same groups the regularizer and the cut use
 
-    return sum(s.group_size for s in channel_groups(model, [0]))
+    groups = channel_groups(model, [0])
+    layers = adapter_for(model).decoder_layers(model)
+    inside = {id(p) for p in layers.parameters()}
+    in_layers = sum(s.group_size for s in groups if id(s.param) in inside)
+    return sum(s.group_size for s in groups) - layers_removed * in_layers // len(layers)
 
 
-def width_shapes(model: nn.Module, config, extra: Callable[[int], int] = lambda width: 0) -> list[Shape]:
+def width_shapes(model: nn.Module, config, extra: Callable[[int], int] = lambda width: 0,
+                 layers_removed: int = 0) -> list[Shape]:
     """Every hidden width a width method can keep, as :func:`dress.pruning.hidden.width_choice`
-    maps ratios to widths; ``extra(width)``: parameters the method adds back (SliceGPT's shortcuts)."""
+    maps ratios to widths; ``extra(width)``: parameters the method adds back (SliceGPT's shortcuts);
+    ``layers_removed``: counted as if that many decoder layers were removed first."""
     adapter = adapter_for(model)
     d = adapter.hidden_size(model)
-    dense, per_channel = parameter_count(model), params_per_channel(model)
+    counts = layer_parameter_counts(model)
+    dense = parameter_count(model) - round(layers_removed * sum(counts) / len(counts))
+    per_channel = params_per_channel(model, layers_removed)
     step = adapter.width_multiple(model.config)
     shapes: dict[int, Shape] = {}
     for kept in range(step, d, step):
