@@ -84,6 +84,37 @@ def test_folder_without_weights(tiny, tmp_path, capsys):
     refused(capsys, prune_args(model, tmp_path / "o", *NO_TEXT), tmp_path / "o", "cannot load the weights")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_damaged_weights_file(tiny, tmp_path, capsys, damage):
+    model, _ = tiny
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * 1000)
+    refused(capsys, prune_args(model, tmp_path / "o", *NO_TEXT), tmp_path / "o",
+            f"{weights} is damaged", "restore the model folder")
+
+
+@pytest.mark.parametrize("change", [{"intermediate_size": 64}, {"num_hidden_layers": 2}, {"num_hidden_layers": 4}])
+def test_weights_that_do_not_match_the_config(tiny, tmp_path, capsys, change):
+    """Other shapes, tensors the config has no place for, and places no tensor fills (which transformers
+    would leave randomly initialised with only a warning) are all refused."""
+    model, _ = tiny
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **change}))
+    refused(capsys, prune_args(model, tmp_path / "o", *NO_TEXT), tmp_path / "o",
+            f"the weights in {model / 'model.safetensors'} do not match {model / 'config.json'}")
+
+
+def test_damaged_weights_of_a_dress_checkpoint_are_named(tmp_path, capsys):
+    """OPT/Phi width-pruned outputs load through dress's own loader: the same errors there."""
+    source = save_tiny(tmp_path / "opt", "opt")
+    pruned = tmp_path / "pruned"
+    assert main(prune_args(source, pruned, *NO_TEXT)) == 0
+    weights = pruned / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    refused(capsys, prune_args(pruned, tmp_path / "o", *NO_TEXT), tmp_path / "o", f"{weights} is damaged")
+
+
 def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path, capsys, monkeypatch):
     from transformers import GPT2Config, GPT2LMHeadModel
 

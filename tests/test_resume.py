@@ -114,17 +114,31 @@ def test_evaluation_settings_may_change_on_resume(tiny, tmp_path, monkeypatch):
     assert prune(model, corpus, out, "--resume", "--eval-tokens", "128", "--checkpoint-every", "2") == 0
 
 
-def test_resume_on_a_finished_output_is_refused_unless_overwrite(tiny, tmp_path, capsys):
+def test_resume_of_a_finished_run_with_the_same_settings_succeeds_and_changes_nothing(tiny, tmp_path, capsys):
+    """A retry loop on a preemptible machine whose kill landed after the output was in place."""
+    model, corpus = tiny
+    out = tmp_path / "out"
+    assert prune(model, corpus, out) == 0
+    before = (out / "dress.json").read_text()
+    weights = (out / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert prune(model, corpus, out, "--resume") == 0
+    assert "already finished with these settings" in capsys.readouterr().err
+    assert (out / "dress.json").read_text() == before and (out / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_resume_on_a_finished_output_with_other_settings_is_refused_unless_overwrite(tiny, tmp_path, capsys):
     model, corpus = tiny
     out = tmp_path / "out"
     assert prune(model, corpus, out) == 0
     before = (out / "dress.json").read_text()
     capsys.readouterr()
-    assert prune(model, corpus, out, "--resume") == 1
+    assert prune(model, corpus, out, "--resume", "--ratio", "0.5") == 1
     err = capsys.readouterr().err
-    assert "already a finished output" in err and "--overwrite" in err
+    assert "already a finished output made with other settings (ratio: 0.25 there, 0.5 now" in err
+    assert "--overwrite" in err
     assert (out / "dress.json").read_text() == before
-    assert prune(model, corpus, out, "--resume", "--overwrite") == 0
+    assert prune(model, corpus, out, "--resume", "--overwrite", "--ratio", "0.5") == 0
 
 
 def test_leftover_checkpoints_need_resume_or_overwrite(tiny, tmp_path, monkeypatch, capsys):

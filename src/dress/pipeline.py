@@ -313,14 +313,18 @@ def execute(
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
     """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
-    from dress.resume import start_run
+    from dress.resume import current_fingerprint, finished_record, start_run
 
     out = Path(out)
     runtime = current_runtime(config.device)
     only_main_process(runtime.is_main)
     work_dir = out.with_name(f"{out.name}.checkpoints")
     device = resolve_device(config, runtime)
-    config, planned = resolve_run(config, device, runtime)  # issue 16: preset, bf16, batch, memory plan
+    config, planned = resolve_run(config, device, runtime)  # preset, bf16, batch, memory plan
+    if resume and not overwrite and (done := finished_record(config, out)) is not None:
+        log.info(f"{out} is already finished with these settings (--resume after the output was in place): "
+                 "nothing to do")
+        return done
     state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime)
     clock = StageClock(device)
     try:
@@ -333,6 +337,7 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
         dtype = save_dtype(config)
         model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
         record["saved_dtype"] = str(dtype).removeprefix("torch.")
+        record["run_fingerprint"] = current_fingerprint(config)  # a --resume retry of a finished run checks it
         save_model(model, prepared.tokenizer, out, record, overwrite=overwrite or resume,
                    tokenizer_source=prepared.local_path)
         finish_record(record, out, config)

@@ -39,6 +39,14 @@ _NOT_WEIGHTS_FIELDS = ("checkpoint_every", "gradient_checkpointing")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
+def _read_json(path: Path) -> dict:
+    """``path`` as JSON, or ``{}`` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def digest(obj: Any) -> str:
     """16 hex digits of the SHA-256 of ``obj`` as canonical JSON (sorted keys; unknown types as str)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -106,13 +114,14 @@ def run_fingerprint(config, source: str, path: Path | None) -> dict:
     return fingerprint
 
 
-def differences(stored: dict, current: dict, limit: int = 8) -> list[str]:
-    """``["settings.ratio: 0.25 in the checkpoint, 0.5 now", ...]`` (dotted leaves that differ)."""
+def differences(stored: dict, current: dict, limit: int = 8, there: str = "in the checkpoint") -> list[str]:
+    """``["ratio: 0.25 in the checkpoint, 0.5 now", ...]`` (dotted leaves that differ; ``there``
+    names where ``stored`` comes from)."""
     a, b = _flatten(stored), _flatten(current)
     out = []
     for key in sorted(set(a) | set(b)):
         if a.get(key, _MISSING) != b.get(key, _MISSING):
-            out.append(f"{_show_key(key)}: {_show(a.get(key, _MISSING))} in the checkpoint, {_show(b.get(key, _MISSING))} now")
+            out.append(f"{_show_key(key)}: {_show(a.get(key, _MISSING))} {there}, {_show(b.get(key, _MISSING))} now")
     if len(out) > limit:
         out = out[:limit] + [f"... and {len(out) - limit} more"]
     return out
@@ -258,10 +267,33 @@ def recall(key: str, params: Any, compute: Callable[[], Any], *, weights: bool =
     return state.recall(key, params, compute, weights=weights)
 
 
+def current_fingerprint(config) -> dict:
+    """:func:`run_fingerprint` of ``config`` with its model resolved (no download: a hub id is named
+    by its cached revision, if any)."""
+    from dress.io.loading import resolve_model_path
+
+    source, path = resolve_model_path(config.model)
+    return run_fingerprint(config, source, path)
+
+
+def finished_record(config, out: Path) -> dict | None:
+    """The ``dress.json`` of the finished output ``out`` when a run with this config's fingerprint made
+    it (a retry whose kill landed after the output was in place), else ``None``."""
+    path = Path(out) / "dress.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    stored = record.get("run_fingerprint")
+    return record if stored is not None and digest(stored) == digest(current_fingerprint(config)) else None
+
+
 def start_run(config, out: Path, work_dir: Path, *, overwrite: bool, resume: bool, runtime=None, log=print) -> RunState:
     """The rules of ``dress prune --out OUT [--resume] [--overwrite]``, checked before any model loads:
 
-    * ``--resume`` on a finished output is refused unless ``--overwrite``;
+    * ``--resume`` on a finished output made with the same fingerprint is no error: the caller
+      returns its record (:func:`finished_record`); made with other settings it is refused unless
+      ``--overwrite``, naming what differs;
     * without ``--resume``, an existing output or the checkpoints of an interrupted run are refused
       unless ``--overwrite`` (which discards the checkpoints and starts over);
     * ``--resume`` continues only a run with the same fingerprint (:meth:`RunState.open`);
@@ -277,9 +309,12 @@ def start_run(config, out: Path, work_dir: Path, *, overwrite: bool, resume: boo
     runtime = runtime or Runtime()
     out, work_dir = Path(out), Path(work_dir)
     if resume and out.exists() and not overwrite:
+        stored = _read_json(out / "dress.json").get("run_fingerprint")
+        what = (f" made with other settings ({'; '.join(differences(stored, current_fingerprint(config), there='there'))})"
+                if stored else "")
         raise DressError(
-            f"{out} is already a finished output: there is nothing to resume. Pass --overwrite to prune again "
-            "into it, or choose another --out"
+            f"{out} is already a finished output{what}: there is nothing to resume. Pass --overwrite to prune "
+            "again into it, or choose another --out"
         )
     if not resume:
         check_output_dir(out, overwrite)

@@ -154,17 +154,50 @@ def load_checkpoint(where: str | Path, dtype: torch.dtype = torch.float32) -> nn
     """Load a causal LM from a folder or hub id, replaying dress's channel removal if needed."""
     from transformers import AutoModelForCausalLM
 
+    from safetensors import SafetensorError
+
     record = read_record(where) if Path(where).is_dir() else None
     if record is None or record.get("loader", "transformers") == "transformers":
         try:
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+            model, info = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, output_loading_info=True)
+        except SafetensorError as err:  # a truncated or overwritten weights file
+            raise DressError(f"{_weight_files(where)} is damaged ({err}); restore the model folder "
+                             "(re-download or re-copy it)") from None
+        except RuntimeError as err:  # transformers' size-mismatch report
+            if "mismatched" not in str(err) and "size mismatch" not in str(err):
+                raise
+            raise DressError(f"the weights in {_weight_files(where)} do not match {Path(where) / 'config.json'} "
+                             "(tensor shapes differ); restore the folder so that both come from the same model") from None
         except (ValueError, KeyError) as err:
             raise DressError(f"transformers cannot load {where} as a causal LM: {err}") from None
         except OSError as err:  # e.g. no weight files, or a truncated one
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DressError(f"cannot load the weights of {where} ({first}); restore the model folder") from None
+        _check_loading_info(where, info)
         return model.eval()
     return _load_with_replay(Path(where), record, dtype)
+
+
+def _weight_files(where: str | Path) -> str:
+    """The folder's weight file(s), for an error message (the folder itself when none is found)."""
+    folder = Path(where)
+    files = sorted(f.name for f in folder.glob("*.safetensors")) or sorted(f.name for f in folder.glob("*.bin"))
+    if not files:
+        return str(folder)
+    return str(folder / files[0]) if len(files) == 1 else f"{folder}/{{{','.join(files)}}}"
+
+
+def _check_loading_info(where: str | Path, info: dict) -> None:
+    """Refuse a checkpoint whose weights and config disagree without a shape error: tensors the config
+    has no place for (e.g. layers the config dropped), or places no tensor filled (they would stay
+    randomly initialised, silently)."""
+    problems = {what: info.get(key) or [] for what, key in
+                (("missing from the weights", "missing_keys"), ("not in the config", "unexpected_keys"),
+                 ("of another shape", "mismatched_keys"))}
+    found = [f"{len(keys)} tensor(s) {what} (e.g. {sorted(map(str, keys))[0]})" for what, keys in problems.items() if keys]
+    if found:
+        raise DressError(f"the weights in {_weight_files(where)} do not match {Path(where) / 'config.json'}: "
+                         f"{'; '.join(found)}; restore the folder so that both come from the same model")
 
 
 def _replay_structure(model: nn.Module, rebuild: dict | None) -> None:
@@ -194,12 +227,22 @@ def _load_with_replay(path: Path, record: dict, dtype: torch.dtype) -> nn.Module
     if removed:
         remove_hidden_channels(model, removed)
     _replay_structure(model, record.get("rebuild"))
+    from safetensors import SafetensorError
+
     state = {}
     for shard in sorted(path.glob("*.safetensors")):
-        state.update(load_file(shard))
+        try:
+            state.update(load_file(shard))
+        except SafetensorError as err:
+            raise DressError(f"{shard} is damaged ({err}); restore the model folder (re-download or re-copy it)") from None
     if not state:
         raise DressError(f"{path} has no .safetensors weights")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # "size mismatch for ...": the shapes disagree with config.json + dress.json
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+        raise DressError(f"the weights in {_weight_files(path)} do not match {path / 'config.json'} and "
+                         f"{path / 'dress.json'} ({first}); restore the folder so that all come from one run") from None
     tied = {k for k in missing if k.endswith("lm_head.weight")} if model.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
         raise DressError(
