@@ -53,7 +53,9 @@ Not counted: the calibration tokens (a few MB) and the input file's page cache w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 GiB = 2**30
 CPU_OVERHEAD = 0.45 * GiB  # python + torch + transformers + tokenizer, measured RSS before loading (2-core CPU)
@@ -92,11 +94,28 @@ class ModelShape:
     kv_width: int  # kv-heads * head_dim
     norms_per_layer: int = 2
     tied: bool = True
+    heads: int = 1  # attention heads: a stock config's width must be a multiple of it
+    one_layer: int = 0  # parameters of one decoder layer (0: estimated from the rest)
     source_dtype: str = "float32"  # dtype of the checkpoint on disk (config's dtype)
 
     @property
     def layer_params(self) -> float:
+        """Parameters of one decoder layer (the final norm and an untied head are not in a layer)."""
+        if self.one_layer:
+            return float(self.one_layer)
         return (self.params - self.embed_params) / max(self.layers, 1)
+
+    @property
+    def layer_params_per_channel(self) -> int:
+        """Parameters of one decoder layer that one hidden channel touches (reader columns, writer
+        rows, norm entries)."""
+        return 2 * self.attn_width + 2 * self.kv_width + 3 * self.intermediate + self.norms_per_layer
+
+    @property
+    def params_per_channel(self) -> int:
+        """Parameters one hidden channel touches (embedding and head columns, each layer's reader
+        columns and writer rows, the norms' entries): what removing one channel removes."""
+        return self.vocab * (1 if self.tied else 2) + self.layers * self.layer_params_per_channel + 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class RunSettings:
 
     method: str = "dress"
     ratio: float = 0.25
+    width_multiple: int = 32
+    # decided by the method (its MethodMemory.settings): its training stage and its scoring forward
     train_batch: int = 1  # micro-batch per process
     train_seq: int = 256
     trains: bool = True  # regularization / TRSP stages train every parameter
@@ -123,6 +144,7 @@ class RunSettings:
     distill: bool = False
     device_type: str = "cpu"
     save_bytes: int = 4  # bytes per parameter of the saved output
+    method_detail: dict | None = None  # anything else a method's own plan reads (LLM Surgeon: shots)
 
 
 @dataclass
@@ -157,6 +179,9 @@ def shape_from_config(config, name: str = "") -> ModelShape:
         model = AutoModelForCausalLM.from_config(cfg)
     params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
     embed = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    from dress.adapters import adapter_for, parameter_count
+
+    one_layer = parameter_count(adapter_for(model).decoder_layers(model)[0])
     h = int(cfg.hidden_size)
     heads = int(getattr(cfg, "num_attention_heads", 1))
     head_dim = int(getattr(cfg, "head_dim", None) or h // heads)
@@ -170,6 +195,7 @@ def shape_from_config(config, name: str = "") -> ModelShape:
         layers=int(cfg.num_hidden_layers), vocab=int(cfg.vocab_size), intermediate=inter,
         attn_width=heads * head_dim, kv_width=kv_heads * head_dim, norms_per_layer=norms,
         tied=bool(getattr(cfg, "tie_word_embeddings", False)), source_dtype=str(dtype).removeprefix("torch."),
+        heads=heads, one_layer=int(one_layer),
     )
 
 
@@ -191,27 +217,42 @@ def load_shape(spec: str | None) -> ModelShape:
 
 
 def settings_from_config(config, device_type: str) -> RunSettings:
-    """The memory-relevant settings of a :class:`~dress.config.PruneConfig` on ``device_type``."""
-    method = config.method
-    width = method in ("dress", "fpr", "direct")
-    trains = method in ("dress", "fpr", "trsp") and (config.regularize.steps > 0 if method != "trsp" else True)
+    """The memory-relevant settings of a :class:`~dress.config.PruneConfig` on ``device_type``: the
+    common ones here, the method's own (its training stage, its scoring) from its folder."""
     bf16 = config.bf16 if config.bf16 is not None else device_type == "cuda"
     save = getattr(config, "save_dtype", "source")
     return RunSettings(
-        method=method, ratio=config.ratio,
-        train_batch=config.trsp.batch_size if method == "trsp" else config.regularize.batch_size,
-        train_seq=config.data.seq_len, trains=trains,
-        gradient_checkpointing=(config.trsp.gradient_checkpointing if method == "trsp"
-                                else config.regularize.gradient_checkpointing),
-        score_batch=config.depth.batch_size if not width else 4,
-        scores=(width and config.selection == "activation") or method in ("sleb", "shortgpt", "slicegpt"),
+        method=config.method, ratio=config.ratio, width_multiple=config.width_multiple,
+        train_seq=config.data.seq_len,
         eval_enabled=config.evaluate.enabled, eval_batch=config.evaluate.batch_size, eval_seq=config.evaluate.seq_len,
         rft=config.recovery.enabled and config.recovery.steps > 0, rft_mode=config.recovery.mode,
         rft_batch=config.recovery.batch_size, lora_rank=config.recovery.rank,
         rft_gradient_checkpointing=config.recovery.gradient_checkpointing,
         bf16=bool(bf16), distill=config.distill.weight > 0, device_type=device_type,
         save_bytes={"fp32": 4, "bf16": 2, "fp16": 2}.get(save, 0),
+        **method_memory(config.method).settings(config),
     )
+
+
+@dataclass(frozen=True)
+class MethodMemory:
+    """What a method tells the plan, declared in its folder (``MethodSpec.memory``):
+
+    * ``settings(config)``: the :class:`RunSettings` fields it decides (``train_batch``, ``trains``,
+      ``gradient_checkpointing``, ``score_batch``, ``scores``);
+    * ``pruned(shape, run)``: the model it outputs, by the rule its cut uses;
+    * ``stages(shape, small, run, strategy, n)``: its own stages between the dense evaluation and
+      recovery, named as the run records them (``weights`` of the dense model included)."""
+
+    settings: Callable[[Any], dict]
+    pruned: Callable[["ModelShape", "RunSettings"], "ModelShape"]
+    stages: Callable[..., list]
+
+
+def method_memory(name: str) -> MethodMemory:
+    from dress.methods import get
+
+    return get(name).memory_terms()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,19 +260,39 @@ def settings_from_config(config, device_type: str) -> RunSettings:
 
 
 def pruned_shape(shape: ModelShape, run: RunSettings) -> ModelShape:
-    """The model after removal: hidden width or layers shrink by ``ratio`` (parameters scale with it)."""
-    keep = 1.0 - run.ratio
-    if run.method in ("sleb", "shortgpt", "trsp"):
-        layers = max(1, round(shape.layers * keep))
-        body = shape.layer_params * layers
-        return replace(shape, layers=layers, params=int(shape.embed_params + body))
-    hidden = int(shape.hidden * keep)
-    if run.method == "slicegpt":  # every reader/writer shrinks; the shortcut matrices add back ~d'^2 per layer
-        extra = shape.layers * hidden * hidden
-    else:
-        extra = 0
-    return replace(shape, hidden=hidden, params=int(shape.params * keep + extra),
-                   embed_params=int(shape.embed_params * keep))
+    """The model after removal, as the method's own rule makes it (:class:`MethodMemory`)."""
+    return method_memory(run.method).pruned(shape, run)
+
+
+def narrower(shape: ModelShape, width: int, extra: int = 0) -> ModelShape:
+    """``shape`` with hidden width ``width`` (``extra`` parameters added back: SliceGPT's shortcuts)."""
+    removed = shape.hidden - width
+    embed = shape.embed_params - removed * shape.vocab  # the token embedding table loses a column per channel
+    one_layer = shape.one_layer - removed * shape.layer_params_per_channel if shape.one_layer else 0
+    return replace(shape, hidden=width, params=int(shape.params - removed * shape.params_per_channel + extra),
+                   embed_params=int(embed), one_layer=one_layer)
+
+
+def shorter(shape: ModelShape, layers_removed: int) -> ModelShape:
+    """``shape`` without ``layers_removed`` decoder layers (layers are alike)."""
+    return replace(shape, layers=shape.layers - layers_removed,
+                   params=int(shape.params - layers_removed * shape.layer_params))
+
+
+def width_for(shape: ModelShape, run: RunSettings) -> int:
+    """The hidden width a width method keeps at ``run.ratio``: the cut's own rule
+    (:func:`dress.pruning.widths.choose_width`)."""
+    from dress.pruning.widths import choose_width
+
+    if run.ratio <= 0.0:  # nothing removed (a plan of the dense shape)
+        return shape.hidden
+    return choose_width(shape.hidden, run.ratio, shape.heads, run.width_multiple).width
+
+
+def layers_for(shape: ModelShape, ratio: float) -> int:
+    """Layers a depth method removes at ``ratio`` of the parameters: the nearest count, ties to fewer
+    (:func:`dress.pruning.layers.layers_for_ratio`'s rule), at least one removed and one kept."""
+    return min(range(1, max(shape.layers, 2)), key=lambda k: (abs(k * shape.layer_params / shape.params - ratio), k))
 
 
 def activation_bytes(shape: ModelShape, batch: int, seq: int, bf16: bool, checkpointing: bool) -> float:
@@ -268,7 +329,7 @@ def lora_params(shape: ModelShape, rank: int) -> float:
 # the plan
 
 
-def _training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: str, n: int, *, full: bool,
+def training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: str, n: int, *, full: bool,
                     batch: int, checkpointing: bool) -> StageMemory:
     """A training stage: ``full`` (every parameter: regularization, full recovery, TRSP) or LoRA."""
     p = shape.params
@@ -333,29 +394,10 @@ def plan_stages(shape: ModelShape, run: RunSettings, strategy: str = "single", p
     stages.append(StageMemory("load model", dict(w), {"checkpoint file pages": file_pages}))
     if run.eval_enabled:
         stages.append(StageMemory("evaluate dense", {**w, "evaluation": inference_bytes(shape, run.eval_batch, run.eval_seq)}))
-    if run.method in ("dress", "fpr", "direct"):
-        scoring = inference_bytes(shape, run.score_batch, run.train_seq) if run.scores else 0.0
-        stages.append(StageMemory("select channels", {**w, "scoring": scoring}))
-        if run.trains and run.method != "direct":
-            stages.append(_training_stage("regularize", shape, run, strategy, n, full=True, batch=run.train_batch,
-                                          checkpointing=run.gradient_checkpointing))
-        # tensors are replaced one at a time: the old model plus the largest new tensor (the embedding table)
-        stages.append(StageMemory("remove channels", {**w, "one new tensor": 4.0 * shape.vocab * small.hidden}))
-    elif run.method in ("sleb", "shortgpt"):  # stage names as dress.methods.depth records them
-        name = "score layers (SLEB)" if run.method == "sleb" else "score layers (Block Influence)"
-        stages.append(StageMemory(name, {**w, "scoring": inference_bytes(shape, run.score_batch, run.train_seq)}))
-        stages.append(StageMemory("remove layers", dict(w)))
-    elif run.method == "trsp":
-        for name in ("TRSP stage 1 (layer gates, l1)", "TRSP stage 2 (shrink chosen layers' updates)"):
-            stages.append(_training_stage(name, shape, run, strategy, n, full=True, batch=run.train_batch,
-                                          checkpointing=run.gradient_checkpointing))
-        stages.append(StageMemory("remove layers", dict(w)))
-    elif run.method == "slicegpt":
-        stream = 2 * 4 * run.train_seq * shape.hidden * 64  # two layer streams of the calibration windows (capped, see slicegpt)
-        stages.append(StageMemory("fold norms, rotate and slice (PCA)", {**w, "calibration stream": stream}))
+    stages += method_memory(run.method).stages(shape, small, run, strategy, n)
     if run.rft:
         name = f"recover ({run.rft_mode})"
-        stages.append(_training_stage(name, small, run, strategy, n, full=run.rft_mode == "full", batch=run.rft_batch,
+        stages.append(training_stage(name, small, run, strategy, n, full=run.rft_mode == "full", batch=run.rft_batch,
                                       checkpointing=run.rft_gradient_checkpointing))
     if run.eval_enabled:
         stages.append(StageMemory("evaluate pruned", {"weights": 4.0 * small.params,

@@ -33,7 +33,9 @@ class MethodSpec:
     (``None``: it can), checked before any work on the model starts; ``shapes``: ``"module:function"``
     taking ``(model, config)`` and listing every output the method can make as
     :class:`dress.pruning.budget.Shape` (the ratio and the parameters kept), so ``--ratio-of params``
-    can give it a parameter budget."""
+    can give it a parameter budget; ``memory``: ``"module:ATTRIBUTE"`` naming its
+    :class:`dress.memory_plan.MethodMemory` (the stages, settings and output shape the memory plan
+    uses; every method must declare it)."""
 
     name: str
     apply: str
@@ -42,6 +44,7 @@ class MethodSpec:
     aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: str | None = None
     shapes: str | None = None
+    memory: str | None = None
 
     def function(self) -> Callable:
         return _resolve(self.apply)
@@ -58,6 +61,13 @@ class MethodSpec:
             raise DressError(f"--ratio-of params: method {self.name} cannot take a parameter budget "
                              "(it lists no output sizes); use --ratio-of method")
         return _resolve(self.shapes)(model, config)
+
+    def memory_terms(self) -> Any:
+        """The method's :class:`dress.memory_plan.MethodMemory` (its stages, settings and output shape
+        for the memory plan); ``memory``: ``"module:ATTRIBUTE"`` in the method's folder."""
+        if self.memory is None:
+            raise ValueError(f"method {self.name} declares no memory terms (MethodSpec.memory); the plan needs them")
+        return _resolve(self.memory)
 
     def refusal(self, model: Any) -> str | None:
         """``"<method> does not support <model type>: <why>"``, or ``None`` when it can prune ``model``."""

@@ -7,6 +7,6 @@ from dress.methods.depth.config import DepthConfig
 
 register_config("depth", DepthConfig)
 register(MethodSpec("sleb", "dress.methods.depth.method:sleb", "remove whole layers, greedily by calibration perplexity",
-                    shapes="dress.pruning.budget:layer_shapes"))
+                    shapes="dress.pruning.budget:layer_shapes", memory="dress.methods.depth.memory:MEMORY"))
 register(MethodSpec("shortgpt", "dress.methods.depth.method:shortgpt", "remove the whole layers of lowest Block Influence",
-                    shapes="dress.pruning.budget:layer_shapes"))
+                    shapes="dress.pruning.budget:layer_shapes", memory="dress.methods.depth.memory:MEMORY"))

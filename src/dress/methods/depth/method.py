@@ -24,6 +24,7 @@ from dress.methods.base import MethodOutcome, PruneContext
 from dress.resume import recall
 from dress.pruning.gates import record_residual_updates, skipped_layers
 from dress.pruning.layers import layers_for_ratio, remove_layers, removal_note
+from dress.methods.depth.memory import REMOVE, SCORE
 
 
 def layer_count(ctx: PruneContext) -> tuple[int, str]:
@@ -108,7 +109,7 @@ def sleb_order(model, windows: torch.Tensor, k: int, batch_size: int, device: to
 def finish_layer_removal(ctx: PruneContext, chosen: list[int], note: str, report: dict) -> MethodOutcome:
     """Measure the prune gap around removing ``chosen``, remove them, and build the record."""
     model = ctx.model
-    result = ctx.remove_measuring_gap("remove layers", lambda: remove_layers(model, chosen), report)
+    result = ctx.remove_measuring_gap(REMOVE, lambda: remove_layers(model, chosen), report)
     record = {
         "layers": {"before": result.layers_before, "after": result.layers_after},
         "layers_removed": result.removed,
@@ -138,7 +139,7 @@ def _width_pruned_source(ctx: PruneContext) -> dict:
 def shortgpt(ctx: PruneContext) -> MethodOutcome:
     k, note = layer_count(ctx)
     windows = scoring_windows(ctx)
-    with ctx.clock.stage("score layers (Block Influence)"):
+    with ctx.clock.stage(SCORE["shortgpt"]):
         scores = recall("layer_scores", {"method": "shortgpt", "depth": ctx.config.depth.model_dump()},
                         lambda: block_influence(ctx.model, windows, ctx.config.depth.batch_size, ctx.device))
     chosen = sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:k])
@@ -150,7 +151,7 @@ def shortgpt(ctx: PruneContext) -> MethodOutcome:
 def sleb(ctx: PruneContext) -> MethodOutcome:
     k, note = layer_count(ctx)
     windows = scoring_windows(ctx)
-    with ctx.clock.stage("score layers (SLEB)"):
+    with ctx.clock.stage(SCORE["sleb"]):
         order, rounds = recall(
             "layer_scores", {"method": "sleb", "layers": k, "depth": ctx.config.depth.model_dump()},
             lambda: sleb_order(ctx.model, windows, k, ctx.config.depth.batch_size, ctx.device),

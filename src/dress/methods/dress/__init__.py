@@ -20,12 +20,12 @@ register(MethodSpec(
     "regularize the removed hidden channels to zero, then remove them (default)",
     aliases={"dress-l2": {"regularize.norm": "l2"}, "dress-l1": {"regularize.norm": "l1"},
              "dress-norft": {"recovery.enabled": False}},
-    shapes="dress.pruning.budget:width_shapes",
+    shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY",
 ))
 register(MethodSpec("fpr", "dress.methods.dress.method:fpr", "regularize every hidden channel, then remove (ablation)",
-                    shapes="dress.pruning.budget:width_shapes"))
+                    shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY"))
 register(MethodSpec(
     "direct", "dress.methods.dress.method:direct", "remove hidden channels with no regularization",
     needs_data=lambda config: config.selection == "activation",
-    shapes="dress.pruning.budget:width_shapes",
+    shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY",
 ))

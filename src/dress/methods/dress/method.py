@@ -9,6 +9,7 @@ from dress.methods.base import MethodOutcome, PruneContext
 from dress.methods.dress.selection import select_channels
 from dress.pruning.hidden import remove_hidden_channels, width_choice
 from dress.resume import recall
+from dress.methods.dress.memory import REGULARIZE, REMOVE, SELECT
 
 
 def direct(ctx: PruneContext) -> MethodOutcome:
@@ -32,7 +33,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     d_new = choice.width
     if choice.note:
         log.info(choice.note)
-    with ctx.clock.stage("select channels"):
+    with ctx.clock.stage(SELECT):
         # every process removes the main process's choice; a resumed run reuses the recorded one
         removed = recall(
             "channels_removed", {"selection": config.selection, "count": d - d_new},
@@ -44,7 +45,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
     if regularize_all is not None:
         from dress.methods.dress.stage import regularize
 
-        with ctx.clock.stage("regularize"):
+        with ctx.clock.stage(REGULARIZE):
             reg = regularize(
                 model, removed, ctx.reg_part, config.regularize,
                 regularized=list(range(d)) if regularize_all else removed,
@@ -55,7 +56,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
         log.info(f"preserved ratio of the removed groups: {reg.preserved_ratio:.4f} (goal <= 0.02)")
 
     result = ctx.remove_measuring_gap(
-        "remove channels", lambda: remove_hidden_channels(model, removed), report, goal="; goal <= 0.05")
+        REMOVE, lambda: remove_hidden_channels(model, removed), report, goal="; goal <= 0.05")
     record = {
         "hidden_size": {"before": d, "after": d_new},
         "width": choice.as_record(),

@@ -10,5 +10,5 @@ register(MethodSpec(
     "dress-depth", "dress.methods.hybrid.method:dress_depth",
     "remove --hybrid-layers whole layers (SLEB/ShortGPT), then DReSS on the width for the rest of --ratio "
     "(a share of all parameters)",
-    shapes="dress.methods.hybrid.method:budget_shapes",
+    shapes="dress.methods.hybrid.method:budget_shapes", memory="dress.methods.hybrid.memory:MEMORY",
 ))

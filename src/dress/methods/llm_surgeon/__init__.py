@@ -15,4 +15,5 @@ register_config("llm_surgeon", LLMSurgeonConfig)
 register(MethodSpec("llm-surgeon", "dress.methods.llm_surgeon.method:llm_surgeon",
                     "curvature-based (K-FAC/OBS) removal of rows and columns of every decoder linear, "
                     "multi-shot; dead FFN neurons and KV groups are cut, other zeros stay",
-                    shapes="dress.methods.llm_surgeon.method:budget_shapes"))
+                    shapes="dress.methods.llm_surgeon.method:budget_shapes",
+                    memory="dress.methods.llm_surgeon.memory:MEMORY"))

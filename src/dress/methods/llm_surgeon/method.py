@@ -30,6 +30,7 @@ from dress.logs import log as _log
 from dress.methods.base import MethodOutcome, PruneContext
 from dress.methods.llm_surgeon.compact import REBUILD, compact
 from dress.methods.llm_surgeon.config import LLMSurgeonConfig
+from dress.methods.llm_surgeon.memory import COMPACT, shots_stage
 from dress.methods.llm_surgeon.costs import col_costs, damped_inverse, row_costs, surgery
 from dress.methods.llm_surgeon.curvature import Factors, decoder_linears, estimate_factors
 from dress.methods.llm_surgeon.threshold import MatrixCosts, global_threshold
@@ -242,14 +243,14 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
     log(f"LLM Surgeon: zero {how} in {cfg.shots} shots; curvature on {windows.shape[0]} x "
         f"{windows.shape[1]} tokens per shot")
     loss_before = ctx.held_out_loss(model) if ctx.held_out_loss else None
-    with ctx.clock.stage(f"LLM Surgeon ({cfg.shots} shots)"):
+    with ctx.clock.stage(shots_stage(cfg.shots)):
         shots = surgeon_prune(model, windows, budget, cfg, log=log,
                               held_out_loss=ctx.held_out_loss if cfg.eval_each_shot else None)
     zeros = zero_entries(linears)
     allocation = layer_allocation(model, adapter)
     widths = None
     if cfg.compact:
-        with ctx.clock.stage("remove dead FFN neurons and KV groups"):
+        with ctx.clock.stage(COMPACT):
             widths = compact(model)
     params_after = parameter_count(model)
     zeros_kept = zero_entries(decoder_linears(model, adapter))

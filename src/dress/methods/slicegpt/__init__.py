@@ -6,7 +6,8 @@ from dress.methods import MethodSpec, register
 register(MethodSpec("slicegpt", "dress.methods.slicegpt.method:slicegpt",
                     "rotate the residual stream by its PCA and slice the weakest directions",
                     unsupported="dress.methods.slicegpt.method:unsupported_reason",
-                    shapes="dress.methods.slicegpt.method:budget_shapes"))
+                    shapes="dress.methods.slicegpt.method:budget_shapes",
+                    memory="dress.methods.slicegpt.memory:MEMORY"))
 
 
 def __getattr__(name):

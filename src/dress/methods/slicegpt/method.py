@@ -43,6 +43,7 @@ from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
 from dress.pruning.budget import Shape, width_shapes
 from dress.pruning.hidden import width_choice
+from dress.methods.slicegpt.memory import SLICE
 from dress.methods.slicegpt.rotate import (
     StreamNorm,
     add_zero_bias,
@@ -91,7 +92,7 @@ def slicegpt(ctx: PruneContext) -> MethodOutcome:
         log.info(choice.note)
     report: dict = {}
     result = ctx.remove_measuring_gap(
-        "fold norms, rotate and slice (PCA)",
+        SLICE,
         lambda: slice_model(model, ctx.reg_part, k, batch_size=config.evaluate.batch_size, bf16=ctx.bf16), report)
     energy = result.energy
     report["slicegpt"] = {"energy_kept": energy, "calibration_windows": int(ctx.reg_part.shape[0])}

@@ -43,6 +43,7 @@ from dress.pruning.gates import LayerGates, record_residual_updates
 from dress.training.config import TrainSettings
 from dress.training.loop import train
 from dress.training.schedule import total_learning_rate
+from dress.methods.trsp.memory import STAGE1, STAGE2
 
 REFERENCE_WINDOWS = 4  # windows on which the stage-2 reference update norms are measured
 
@@ -52,14 +53,14 @@ def trsp(ctx: PruneContext) -> MethodOutcome:
     k, note = layer_count(ctx)
     gates = LayerGates(model)
 
-    with ctx.clock.stage("TRSP stage 1 (layer gates, l1)"):
+    with ctx.clock.stage(STAGE1):
         history1 = _stage1(ctx, gates)
     gates1 = gates.values()
     chosen = sorted(sorted(range(len(gates1)), key=lambda i: (abs(gates1[i]), i))[:k])
     log.info(f"TRSP gates after stage 1: {', '.join(f'{g:.3f}' for g in gates1)}")
     log.info(f"TRSP chooses layers {chosen} (smallest |gate|)")
 
-    with ctx.clock.stage("TRSP stage 2 (shrink chosen layers' updates)"):
+    with ctx.clock.stage(STAGE2):
         reference = update_norms(model, ctx.reg_part[:REFERENCE_WINDOWS], chosen, ctx.device)
         history2 = _stage2(ctx, gates, chosen, reference)
         after = update_norms(model, ctx.reg_part[:REFERENCE_WINDOWS], chosen, ctx.device)
