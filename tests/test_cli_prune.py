@@ -56,6 +56,9 @@ def test_outputs_get_the_permissions_of_ordinary_files(tiny, tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "dress.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o644
+    # every file, the weights included (transformers stages them through a 0600 temporary file)
+    assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in out.iterdir()} == \
+        {f.name: oct(0o644) for f in out.iterdir()}
 
 
 def test_dress_prune_end_to_end_reports_everything(tiny, tmp_path):

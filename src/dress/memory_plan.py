@@ -702,7 +702,7 @@ def llama_shape(name: str, hidden: int, inter: int, layers: int, heads: int, kv_
     embed = vocab * hidden * (1 if tied else 2)
     return ModelShape(name, "llama", params=embed + layers * per_layer + hidden, embed_params=embed, hidden=hidden,
                       layers=layers, vocab=vocab, intermediate=inter, attn_width=a, kv_width=kv, tied=tied,
-                      source_dtype=dtype)
+                      source_dtype=dtype, heads=heads, one_layer=per_layer)
 
 
 REFERENCE_SHAPES = (

@@ -94,6 +94,8 @@ def atomic_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for written in tmp.rglob("*"):  # writers that stage through tempfile (transformers' weights) leave 0600
+        give_default_permissions(written)
     if out.exists():
         trash = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, trash)
