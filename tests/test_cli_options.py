@@ -62,6 +62,18 @@ def test_every_old_flag_still_parses():
     assert [f for f in old if f not in known] == []
 
 
+def test_dress_knobs_have_prefixed_flags_and_the_old_ones_mean_the_same():
+    from dress.cli.options import overrides
+
+    parser = build_parser()
+    new = parser.parse_args(["prune", "--out", "o", "--reg-steps", "7", "--reg-lam", "2", "--reg-batch-size", "3"])
+    old = parser.parse_args(["prune", "--out", "o", "--steps", "7", "--lam", "2", "--batch-size", "3"])
+    fields = [f for f in config_fields() if f.flag]
+    assert overrides(new, fields) == overrides(old, fields) == {"regularize": {"steps": 7, "lam": 2.0, "batch_size": 3}}
+    assert {f.flag for f in config_fields() if f.dotted.startswith("regularize.")} <= \
+        {f"--reg-{f.dotted.split('.')[1].replace('_', '-')}" for f in config_fields() if f.dotted.startswith("regularize.")}
+
+
 def test_every_training_stage_has_the_same_options():
     by_block: dict[str, set[str]] = {}
     for f in config_fields():

@@ -146,6 +146,7 @@ class ConfigField:
     flag: str | None
     block: str
     info: FieldInfo
+    aliases: tuple[str, ...] = ()  # older spellings of the flag, still accepted
 
     @property
     def default(self) -> Any:
@@ -165,7 +166,9 @@ def config_fields(model=None, prefix: str = "", flag_prefix: str = "", block: st
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         option = extra["flag"] if "flag" in extra else "--" + flag_prefix + name.replace("_", "-")
-        yield ConfigField(dotted, option, block, info)
+        old_names = getattr(model, "unprefixed_aliases", ()) if prefix else ()
+        aliases = ("--" + name.replace("_", "-"),) if name in old_names and option else ()
+        yield ConfigField(dotted, option, block, info, aliases)
 
 
 def flag_of(dotted: str) -> str | None:
@@ -177,8 +180,9 @@ def explain(err: ValidationError, where: str = "") -> str:
     lines = []
     for e in err.errors():
         dotted = ".".join(str(x) for x in e["loc"])
-        option = flag_of(dotted)
-        name = f"{option} ({dotted})" if option else dotted
+        field = {f.dotted: f for f in config_fields()}.get(dotted)
+        option = field.flag if field else None
+        name = f"{option} ({', '.join((*field.aliases, dotted))})" if option else dotted
         lines.append(f"{name}: {e['msg']}")
     return f"invalid settings{where}: " + "; ".join(lines)
 

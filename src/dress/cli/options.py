@@ -32,7 +32,8 @@ def add_config_options(parser: argparse.ArgumentParser, skip: Iterable[str] = ()
         group = groups.get(block) if block else parser
         if group is None:
             group = groups[block] = parser.add_argument_group(block)
-        group.add_argument(field.flag, dest=field.dotted, default=None, help=_help(field), **_kind(field))
+        group.add_argument(field.flag, *field.aliases, dest=field.dotted, default=None, help=_help(field),
+                           **_kind(field))
         added.append(field)
     return added
 
