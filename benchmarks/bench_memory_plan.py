@@ -7,6 +7,7 @@ both the plan (`memory_plan`, written before loading) and the measured peak with
 goal is within +-20%.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory_plan.py [--models smollm2-135m gemma3-270m]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_memory_plan.py --methods llm-surgeon --precisions fp32
 
 (``--models M --precisions fp32 --json part.json`` runs one part; ``--combine part*.json`` prints
 the table of several parts.)
@@ -26,13 +27,14 @@ import tempfile
 from pathlib import Path
 
 SETTINGS = ["--samples", "8", "--seq-len", "128", "--steps", "2", "--rft-steps", "2", "--eval-tokens", "2048"]
+METHOD_SETTINGS = {"llm-surgeon": ["--surgeon-shots", "1", "--surgeon-samples", "8"]}  # one shot holds what five do
 GOAL = 0.20
 
 
-def run_one(model: str, bf16: bool, work: Path) -> dict:
-    out = work / f"{model}-{'bf16' if bf16 else 'fp32'}"
-    cmd = [sys.executable, "-m", "dress", "prune", model, "--out", str(out), "--overwrite", *SETTINGS,
-           "--bf16" if bf16 else "--no-bf16", "--device", "cpu"]
+def run_one(model: str, bf16: bool, work: Path, method: str = "dress") -> dict:
+    out = work / f"{model}-{method}-{'bf16' if bf16 else 'fp32'}"
+    cmd = [sys.executable, "-m", "dress", "prune", model, "--out", str(out), "--overwrite", "--method", method,
+           *SETTINGS, *METHOD_SETTINGS.get(method, []), "--bf16" if bf16 else "--no-bf16", "--device", "cpu"]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -40,14 +42,14 @@ def run_one(model: str, bf16: bool, work: Path) -> dict:
     return json.loads((out / "dress.json").read_text())
 
 
-def rows_of(record: dict, model: str, bf16: bool) -> list[dict]:
+def rows_of(record: dict, model: str, bf16: bool, method: str = "dress") -> list[dict]:
     plan = record.get("memory_plan", {})
     rows = []
     for stage, measured in record["stages"].items():
         if stage not in plan:
             continue
         predicted = plan[stage]["peak_gib"]
-        rows.append({"model": model, "precision": "bf16" if bf16 else "fp32", "stage": stage,
+        rows.append({"model": model, "method": method, "precision": "bf16" if bf16 else "fp32", "stage": stage,
                      "predicted_gib": predicted, "measured_gib": measured["peak_memory_gib"],
                      "ratio": measured["peak_memory_gib"] / predicted})
     return rows
@@ -55,11 +57,11 @@ def rows_of(record: dict, model: str, bf16: bool) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     print(f"settings: {' '.join(SETTINGS)} (eval 4 x 512; CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})")
-    print("| model | precision | stage | predicted GiB | measured GiB | measured / predicted |")
-    print("|---|---|---|---|---|---|")
+    print("| model | method | precision | stage | predicted GiB | measured GiB | measured / predicted |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         flag = "" if abs(r["ratio"] - 1) <= GOAL else " (outside +-20%)"
-        print(f"| {r['model']} | {r['precision']} | {r['stage']} | {r['predicted_gib']:.2f} | "
+        print(f"| {r['model']} | {r.get('method', 'dress')} | {r['precision']} | {r['stage']} | {r['predicted_gib']:.2f} | "
               f"{r['measured_gib']:.2f} | {r['ratio']:.2f}{flag} |")
     inside = sum(abs(r["ratio"] - 1) <= GOAL for r in rows)
     print(f"\n{inside} of {len(rows)} stage peaks within +-{GOAL:.0%}")
@@ -69,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--methods", nargs="+", default=["dress"], help="methods to plan and run (default: dress)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--combine", nargs="+", type=Path, help="print one table from JSON files of earlier parts")
     args = parser.parse_args()
@@ -78,10 +81,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="dress-bench-mem-") as tmp:
         for model in args.models:
-            for precision in args.precisions:
-                bf16 = precision == "bf16"
-                rows += rows_of(run_one(model, bf16, Path(tmp)), model, bf16)
-                print(f"done: {model} {precision}", file=sys.stderr, flush=True)
+            for method in args.methods:
+                for precision in args.precisions:
+                    bf16 = precision == "bf16"
+                    rows += rows_of(run_one(model, bf16, Path(tmp), method), model, bf16, method)
+                    print(f"done: {model} {method} {precision}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
