@@ -45,6 +45,18 @@ def setup_logging(quiet: bool = False) -> None:
     log.addHandler(handler)
     log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if quiet or not _is_terminal(sys.stderr):
+        # transformers' own bars ("Loading weights", "Writing model shards") follow the same rule as ours
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def only_main_process(is_main: bool) -> None:

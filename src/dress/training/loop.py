@@ -94,11 +94,27 @@ def train(
     return history
 
 
+def _enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing: transformers' ``activation_checkpointing_enable`` where
+    it exists (5.x; the older ``gradient_checkpointing_enable`` warns that it goes in v6)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _disable_checkpointing(model) -> None:
+    for name in ("activation_checkpointing_disable", "gradient_checkpointing_disable"):
+        if hasattr(model, name):
+            getattr(model, name)()
+            return
+
+
 def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, resume, extra_loss, param_groups,
                 distill):
     device = engine.input_device(model)
-    if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.gradient_checkpointing:
+        _enable_checkpointing(model)
     trained, optimizer, params = engine.prepare(model, param_groups)
     history = TrainHistory()
     start = 0
@@ -170,8 +186,8 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
     finally:
         bar.close()
         model.eval()
-        if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
-            model.gradient_checkpointing_disable()
+        if settings.gradient_checkpointing:
+            _disable_checkpointing(model)
     history.seconds = time.perf_counter() - t0
     return history
 

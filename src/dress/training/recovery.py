@@ -8,6 +8,8 @@ model get adapters (OPT's ``out_proj``/``fc1``/``fc2`` are mapped from the Llama
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import torch
@@ -98,7 +100,10 @@ def attach_lora(model: nn.Module, config: RecoveryConfig) -> nn.Module:
     )
     for p in model.parameters():
         p.requires_grad_(False)
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads the model's `is_gradient_checkpointing`, which transformers 5.x deprecates on every read
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def merge_lora(peft_model: nn.Module) -> nn.Module:
