@@ -202,19 +202,26 @@ def _check_loading_info(where: str | Path, info: dict) -> None:
                          f"{'; '.join(found)}; restore the folder so that both come from the same model")
 
 
+# dress.json files written before rebuilds were named by registry key name a function by its path
+_OLD_REBUILD_PATHS = {"dress.methods.slicegpt:rebuild": "slicegpt", "dress.methods.slicegpt.method:rebuild": "slicegpt",
+                      "dress.methods.llm_surgeon.compact:rebuild": "llm-surgeon"}
+
+
 def _replay_structure(model: nn.Module, rebuild: dict | None) -> None:
     """Structure hook: a method whose result is more than a narrower stock model (e.g. SliceGPT's
-    gain-free norms with residual shortcuts) records ``{"function": "dress.<module>:<name>",
-    "args": {...}}`` under ``"rebuild"``; the function reshapes a model built from the saved config
-    in place, before the weights are loaded strictly."""
+    gain-free norms with residual shortcuts) records ``{"method": <registry key>, "args": {...}}``
+    under ``"rebuild"``; that method's ``rebuild`` reshapes a model built from the saved config in
+    place, before the weights are loaded strictly."""
     if not rebuild:
         return
-    import importlib
+    from dress.methods import methods
 
-    module_name, _, func = str(rebuild.get("function", "")).partition(":")
-    if not module_name.startswith("dress.") or not func:
-        raise DressError(f"dress.json names an invalid rebuild function {rebuild.get('function')!r}")
-    getattr(importlib.import_module(module_name), func)(model, rebuild.get("args", {}))
+    name = rebuild.get("method") or _OLD_REBUILD_PATHS.get(str(rebuild.get("function", "")))
+    spec = methods().get(str(name))
+    if spec is None or spec.rebuild is None:
+        raise DressError(f"dress.json asks to rebuild the structure of method {name or rebuild.get('function')!r}, "
+                         "which this dress does not know; upgrade dress or re-prune the model")
+    spec.rebuild_structure(model, rebuild.get("args", {}))
 
 
 def _load_with_replay(path: Path, record: dict, dtype: torch.dtype) -> nn.Module:

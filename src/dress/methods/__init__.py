@@ -35,7 +35,10 @@ class MethodSpec:
     :class:`dress.pruning.budget.Shape` (the ratio and the parameters kept), so ``--ratio-of params``
     can give it a parameter budget; ``memory``: ``"module:ATTRIBUTE"`` naming its
     :class:`dress.memory_plan.MethodMemory` (the stages, settings and output shape the memory plan
-    uses; every method must declare it)."""
+    uses; every method must declare it); ``rebuild``: ``"module:function"`` taking ``(model, args)`` that
+    gives a model built from the saved config the method's non-stock structure before its weights load
+    (``dress.json`` names it by the method's registry key, ``{"rebuild": {"method": name, "args": ...}}``,
+    as PEFT saves ``peft_type``, never a Python path)."""
 
     name: str
     apply: str
@@ -45,6 +48,7 @@ class MethodSpec:
     unsupported: str | None = None
     shapes: str | None = None
     memory: str | None = None
+    rebuild: str | None = None
 
     def function(self) -> Callable:
         return _resolve(self.apply)
@@ -68,6 +72,12 @@ class MethodSpec:
         if self.memory is None:
             raise ValueError(f"method {self.name} declares no memory terms (MethodSpec.memory); the plan needs them")
         return _resolve(self.memory)
+
+    def rebuild_structure(self, model: Any, args: dict) -> None:
+        """Replay the structure this method's output records (see ``rebuild``)."""
+        if self.rebuild is None:
+            raise ValueError(f"method {self.name} records no structure to rebuild")
+        _resolve(self.rebuild)(model, args)
 
     def refusal(self, model: Any) -> str | None:
         """``"<method> does not support <model type>: <why>"``, or ``None`` when it can prune ``model``."""

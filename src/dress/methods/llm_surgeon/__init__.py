@@ -16,4 +16,5 @@ register(MethodSpec("llm-surgeon", "dress.methods.llm_surgeon.method:llm_surgeon
                     "curvature-based (K-FAC/OBS) removal of rows and columns of every decoder linear, "
                     "multi-shot; dead FFN neurons and KV groups are cut, other zeros stay",
                     shapes="dress.methods.llm_surgeon.method:budget_shapes",
-                    memory="dress.methods.llm_surgeon.memory:MEMORY"))
+                    memory="dress.methods.llm_surgeon.memory:MEMORY",
+                    rebuild="dress.methods.llm_surgeon.compact:rebuild"))

@@ -26,7 +26,7 @@ from torch import nn
 from dress.adapters import Adapter, adapter_for
 from dress.pruning.tensors import slice_linear_in, slice_linear_out
 
-REBUILD = "dress.methods.llm_surgeon.compact:rebuild"
+REBUILD = "llm-surgeon"  # the registry key dress.json names (MethodSpec.rebuild)
 
 
 @dataclass(frozen=True)

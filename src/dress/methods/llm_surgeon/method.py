@@ -278,7 +278,7 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
         record["stock_checkpoint"] = False
         record["note"] = ("per-layer FFN and attention widths differ (see rebuild.args.layers); the config.json "
                           "keeps the dense sizes, so load this folder with dress.load, not stock transformers")
-        record["rebuild"] = {"function": REBUILD, "args": {"layers": widths}}
+        record["rebuild"] = {"method": REBUILD, "args": {"layers": widths}}
     return MethodOutcome(model, report, record, keep_zero_structures=True)
 
 

@@ -7,13 +7,4 @@ register(MethodSpec("slicegpt", "dress.methods.slicegpt.method:slicegpt",
                     "rotate the residual stream by its PCA and slice the weakest directions",
                     unsupported="dress.methods.slicegpt.method:unsupported_reason",
                     shapes="dress.methods.slicegpt.method:budget_shapes",
-                    memory="dress.methods.slicegpt.memory:MEMORY"))
-
-
-def __getattr__(name):
-    # dress.json files written before methods were folders name "dress.methods.slicegpt:rebuild".
-    if name == "rebuild":
-        from dress.methods.slicegpt.method import rebuild
-
-        return rebuild
-    raise AttributeError(name)
+                    memory="dress.methods.slicegpt.memory:MEMORY", rebuild="dress.methods.slicegpt.method:rebuild"))

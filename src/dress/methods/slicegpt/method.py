@@ -57,7 +57,7 @@ from dress.methods.slicegpt.rotate import (
     sub_blocks,
 )
 
-REBUILD = "dress.methods.slicegpt.method:rebuild"
+REBUILD = "slicegpt"  # the registry key dress.json names (MethodSpec.rebuild)
 
 
 class _Stop(Exception):
@@ -121,7 +121,7 @@ def slice_model(model: nn.Module, windows: torch.Tensor, k: int, *, batch_size: 
     record = {
         "loader": "dress",
         "hidden_size": {"before": d, "after": k},
-        "rebuild": {"function": REBUILD, "args": rebuild_args(model, adapter, folded, d, k)},
+        "rebuild": {"method": REBUILD, "args": rebuild_args(model, adapter, folded, d, k)},
     }
     return SliceResult(energy, record)
 

@@ -305,7 +305,7 @@ def test_removing_dead_neurons_and_kv_groups_keeps_the_logits_and_reloads(model_
         assert layer.get_submodule(roles.down).in_features == w["ffn"]
     assert parameter_count(model) < before
     model.float()
-    record = {"loader": "dress", "rebuild": {"function": REBUILD, "args": {"layers": widths}}}
+    record = {"loader": "dress", "rebuild": {"method": REBUILD, "args": {"layers": widths}}}
     save_model(model, byte_tokenizer(), tmp_path / "out", record)
     loaded = dress.load(tmp_path / "out")
     assert parameter_count(loaded) == parameter_count(model)

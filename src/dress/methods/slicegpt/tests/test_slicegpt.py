@@ -106,6 +106,26 @@ class TestSliceGPT:
         assert (logits(loaded, ids) - expected).abs().max().item() < 1e-5
 
 
+def test_the_record_names_its_rebuild_by_registry_key_and_old_records_still_load(tmp_path):
+    import json
+
+    model = tiny_model("llama")
+    result = slice_model(model, CALIBRATION, KEPT, batch_size=3)
+    assert result.record["rebuild"]["method"] == "slicegpt" and "function" not in result.record["rebuild"]
+    ids = sample_ids()
+    expected = logits(model, ids)
+    out = save_model(model, None, tmp_path / "out", {"method": "slicegpt", **result.record})
+    record = json.loads((out / "dress.json").read_text())
+    for old_path in ("dress.methods.slicegpt:rebuild", "dress.methods.slicegpt.method:rebuild"):  # earlier formats
+        record["rebuild"] = {"function": old_path, "args": record["rebuild"]["args"]}
+        (out / "dress.json").write_text(json.dumps(record))
+        assert (logits(load_checkpoint(out), ids) - expected).abs().max().item() < 1e-5
+    record["rebuild"] = {"method": "no-such-method", "args": {}}
+    (out / "dress.json").write_text(json.dumps(record))
+    with pytest.raises(DressError, match="no-such-method"):
+        load_checkpoint(out)
+
+
 def test_gemma3_is_refused_with_a_reason():
     model = tiny_model("gemma3_text")
     with pytest.raises(DressError, match="post-attention"):
