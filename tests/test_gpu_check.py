@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 import json
 from pathlib import Path
 
 from tiny_models import save_tiny, write_corpus
+
+pytestmark = pytest.mark.processes  # launches processes or runs a whole pipeline: `make test-quick` skips it
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
 

@@ -27,6 +27,8 @@ from safetensors.torch import load_file
 
 from tiny_models import save_tiny, write_corpus
 
+pytestmark = pytest.mark.processes  # launches processes or runs a whole pipeline: `make test-quick` skips it
+
 HERE = Path(__file__).parent
 SLOW = 0.25  # seconds each stretched stage lasts
 ARGS = ["--samples", "8", "--seq-len", "32", "--steps", "4", "--rft-steps", "3", "--eval-seq-len", "32",

@@ -209,6 +209,7 @@ TF4_PYTHON = os.environ.get("DRESS_TF4_PYTHON")
 
 
 @pytest.mark.skipif(not TF4_PYTHON, reason="set DRESS_TF4_PYTHON to a python with transformers<5 (.ci/run does)")
+@pytest.mark.processes
 def test_transformers_4_loads_the_saved_tokenizer(tmp_path):
     folder, original = _saved_tokenizer(tmp_path)
     script = (
