@@ -169,3 +169,27 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
     cfg.write_text(json.dumps({"method": "dress", "regularise": {"lam": 1}}))
     assert main(["prune", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
     assert "regularise" in capsys.readouterr().err
+
+
+def test_the_output_has_a_model_card_from_its_record(tiny, tmp_path):
+    import yaml
+
+    model_dir, corpus = tiny
+    out = tmp_path / "out"
+    assert prune(model_dir, corpus, out, "--method", "direct", "--no-rft") == 0
+    record = json.loads((out / "dress.json").read_text())
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "text-generation"
+    assert "direct" in front["tags"] and "base_model" not in front  # a local folder is no hub id
+    held = record["evaluation"]["held_out"]
+    assert f"dense {held['dense']['ppl']:.2f} -> pruned {held['pruned']['ppl']:.2f}" in card
+    assert "Hidden width**: 48 -> 36" in card and "AutoModelForCausalLM.from_pretrained" in card
+
+
+def test_model_card_names_a_hub_base_model():
+    from dress.io.card import model_card
+
+    front = model_card({"source_model": "meta-llama/Llama-2-7b-hf", "method": "dress", "loader": "dress"})
+    assert "base_model: meta-llama/Llama-2-7b-hf" in front and "library_name: dress" in front
+    assert "dress.load(folder)" in front

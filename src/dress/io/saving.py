@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dress.errors import DressError
+from dress.io.card import write_model_card
 from dress.io.record import give_default_permissions, read_record, write_record
 
 
@@ -126,6 +127,7 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
                 if (Path(tokenizer_source) / name).is_file():
                     shutil.copyfile(Path(tokenizer_source) / name, tmp / name)
         write_record(tmp, record)
+        write_model_card(tmp, record)
     return Path(out)
 
 
