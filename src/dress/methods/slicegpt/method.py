@@ -74,10 +74,13 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 def check_supported(model: nn.Module) -> None:
-    reason = unsupported_reason(model)
-    if reason:
-        raise DressError(f"--method slicegpt does not support {model.config.model_type}: {reason}. "
-                         "Use a width method (dress, direct) or a depth method.")
+    """Raise the registry's refusal (:meth:`dress.methods.MethodSpec.refusal`, the one sentence that
+    ``dress prune`` and ``dress compare`` also show) when SliceGPT cannot prune ``model``."""
+    from dress.methods import get
+
+    refusal = get("slicegpt").refusal(model)
+    if refusal:
+        raise DressError(f"--method {refusal}. Use a width method (dress, direct) or a depth method.")
 
 
 def slicegpt(ctx: PruneContext) -> MethodOutcome:
