@@ -189,6 +189,7 @@ def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that
     assert "zeroshot" in entries["direct@0.25"] and "zeroshot" not in entries["dress@0.25"]
     table = (out / "results.md").read_text()
     assert "for direct (other rows: '-')" in table
+    assert "| 50.00 ±10.0 | 50.00 ±10.0 |" in table  # accuracy with lm-eval's standard error, task and mean
 
     calls = count_prunes(monkeypatch)
     assert run(["direct", "dress"]) == 0

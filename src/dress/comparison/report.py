@@ -72,8 +72,15 @@ def _accuracies(row: dict, tasks: list[str]) -> list[str]:
     if not zs:
         return ["-"] * (len(tasks) + 1)
     by_task = {t["task"]: t for t in zs["tasks"]}
-    cells = [_fmt(100 * by_task[t]["acc"]) if t in by_task else "-" for t in tasks]
-    return cells + [_fmt(100 * zs["avg_acc"])]
+    cells = [_with_stderr(by_task[t]["acc"], by_task[t].get("acc_stderr")) if t in by_task else "-" for t in tasks]
+    errors = [by_task[t].get("acc_stderr") for t in tasks if t in by_task]
+    mean_error = (sum(e * e for e in errors) ** 0.5 / len(errors)) if errors and None not in errors else None
+    return cells + [_with_stderr(zs["avg_acc"], mean_error)]
+
+
+def _with_stderr(acc: float, stderr: float | None) -> str:
+    """``"45.3 ±2.9"`` (percent; the standard error lm-eval reports, so a reader sees what separates rows)."""
+    return _fmt(100 * acc) + (f" ±{100 * stderr:.1f}" if stderr is not None else "")
 
 
 def markdown_table(results: dict) -> str:
