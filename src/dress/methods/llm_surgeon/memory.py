@@ -41,18 +41,23 @@ def _pruned(shape: ModelShape, run: RunSettings) -> ModelShape:
 
 
 def _stages(shape: ModelShape, small: ModelShape, run: RunSettings, strategy: str, n: int) -> list[StageMemory]:
+    """A shot's peak is the larger of its curvature phase and its held-out evaluation (after the
+    surgery, when the factors are gone)."""
     weights = {"weights": 4.0 * shape.params}
     h, i = shape.hidden, shape.intermediate
-    backward = (activation_bytes(shape, run.train_batch, run.train_seq, run.bf16, False)
-                + training_logits_bytes(shape, run.train_batch, run.train_seq, run.bf16))
-    detail = run.method_detail or {}
-    parts = {**weights, "K-FAC factors (fp32)": factor_bytes(shape),
-             "curvature backward": backward, "one linear in fp64": 3 * 8.0 * (i * i + h * h)}
+    factors = factor_bytes(shape)
+    curvature = {**weights, "K-FAC factors (fp32)": factors,
+                 "curvature backward": activation_bytes(shape, run.train_batch, run.train_seq, run.bf16, False)
+                 + training_logits_bytes(shape, run.train_batch, run.train_seq, run.bf16),
+                 "one linear in fp64": 3 * 8.0 * (i * i + h * h)}
     if run.device_type != "cuda":
-        parts["allocator retention"] = activation_bytes(shape, run.train_batch, run.train_seq, run.bf16, False)
-    if detail.get("eval_each_shot"):
-        parts["curvature backward"] = max(backward, inference_bytes(shape, run.eval_batch, run.eval_seq))
-    return [StageMemory(shots_stage(detail.get("shots", 1)), parts),
+        # the inverses are allocated while the factors are freed one by one; glibc keeps the freed
+        # blocks (below its mmap threshold) in its heap, so the process holds both (measured, docs/scale.md)
+        curvature["allocator retention"] = factors
+    detail = run.method_detail or {}
+    evaluation = {**weights, "evaluation (each shot)": inference_bytes(shape, run.eval_batch, run.eval_seq)}
+    use_eval = detail.get("eval_each_shot") and sum(evaluation.values()) > sum(curvature.values())
+    return [StageMemory(shots_stage(detail.get("shots", 1)), evaluation if use_eval else curvature),
             StageMemory(COMPACT, {**weights, "one new tensor": 4.0 * shape.intermediate * shape.hidden})]
 
 
