@@ -193,3 +193,15 @@ def test_model_card_names_a_hub_base_model():
     front = model_card({"source_model": "meta-llama/Llama-2-7b-hf", "method": "dress", "loader": "dress"})
     assert "base_model: meta-llama/Llama-2-7b-hf" in front and "library_name: dress" in front
     assert "dress.load(folder)" in front
+
+
+def test_the_summary_prints_the_methods_own_lines_and_the_budget(tiny, tmp_path, capsys):
+    model_dir, corpus = tiny
+    capsys.readouterr()
+    assert prune(model_dir, corpus, tmp_path / "a", "--lam", "2", "--ratio-of", "params") == 0
+    printed = capsys.readouterr().out
+    assert "preserved ratio of removed groups 0.0000" in printed  # DReSS's own line, from its record
+    assert "budget       keep" in printed and "hidden width 36 of 48" in printed
+    assert prune(model_dir, corpus, tmp_path / "b", "--method", "direct") == 0
+    printed = capsys.readouterr().out
+    assert "preserved ratio" not in printed and "budget " not in printed

@@ -4,7 +4,8 @@ A method is a function ``apply(ctx: PruneContext) -> MethodOutcome``: it gets th
 the calibration windows and returns the pruned model. The pipeline (:mod:`dress.pipeline`) does
 everything common to all methods (loading, data, evaluation, recovery, saving). A method reports
 its own diagnostics (``report``) and the structural facts of its result (``record``: hidden width
-before/after and channels removed, or the layers removed) for ``dress.json``.
+before/after and channels removed, or the layers removed) for ``dress.json``; ``record["method_summary"]``
+holds the lines of its own that ``dress prune``'s summary prints (the summary knows no method).
 """
 
 from __future__ import annotations

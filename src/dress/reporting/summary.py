@@ -36,18 +36,14 @@ def prune_summary(record: dict, out: Path) -> str:
     if "layers" in record:
         layers = record["layers"]
         lines.append(f"  layers       {layers['before']} -> {layers['after']}  (removed {record.get('layers_removed')})")
-    counts = record.get("llm_surgeon_counts")
-    if counts:
-        lines.append(
-            f"  zeroed       {counts['nominal_zero_fraction']:.1%} of decoder linear entries "
-            f"({_fmt_params(counts['zeroed_entries'])}; the paper's count); physically removed "
-            f"{_fmt_params(counts['params_removed'])} ({counts['params_removed_fraction']:.1%}), "
-            f"{_fmt_params(counts['zeros_kept_in_place'])} zeros kept in place")
+    budget = record.get("parameter_budget")
+    if budget:
+        lines.append(f"  budget       keep {_fmt_params(budget['target_params'])} ({budget['share']:.0%} removed): "
+                     f"{budget['knob']}, {budget['distance_share']:+.2%} of the model from it")
+    lines += [f"  {line}" for line in record.get("method_summary", [])]  # the method's own lines
     if record.get("loader") == "dress":
         lines.append("  not a stock checkpoint: load it with dress.load(folder)")
     rep = record.get("report", {})
-    if "regularization" in rep:
-        lines.append(f"  preserved ratio of removed groups {rep['regularization']['preserved_ratio']:.4f}")
     if "prune_gap_nats" in rep:
         lines.append(f"  prune gap    {rep['prune_gap_nats']:+.4f} nats")
     held = record.get("evaluation", {}).get("held_out", {})

@@ -63,4 +63,7 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
         "hidden_channels_removed": result.removed,
         "channel_selection": config.selection,
     }
+    if "regularization" in report:
+        record["method_summary"] = [
+            f"preserved ratio of removed groups {report['regularization']['preserved_ratio']:.4f}"]
     return MethodOutcome(model, report, record)

@@ -273,7 +273,12 @@ def llm_surgeon(ctx: PruneContext) -> MethodOutcome:
         loss_after = ctx.held_out_loss(model)
         report["prune_gap_nats"] = loss_after - loss_before
         log(f"prune gap: {loss_after - loss_before:+.4f} nats (held-out loss {loss_before:.4f} -> {loss_after:.4f})")
-    record: dict = {"loader": "dress" if widths is not None else "transformers", "llm_surgeon_counts": counts}
+    record: dict = {"loader": "dress" if widths is not None else "transformers", "llm_surgeon_counts": counts,
+                    "method_summary": [
+                        f"zeroed       {counts['nominal_zero_fraction']:.1%} of decoder linear entries "
+                        f"({counts['zeroed_entries'] / 1e6:.1f}M; the paper's count); physically removed "
+                        f"{counts['params_removed'] / 1e6:.1f}M ({counts['params_removed_fraction']:.1%}), "
+                        f"{counts['zeros_kept_in_place'] / 1e6:.1f}M zeros kept in place"]}
     if widths is not None:
         record["stock_checkpoint"] = False
         record["note"] = ("per-layer FFN and attention widths differ (see rebuild.args.layers); the config.json "
