@@ -20,16 +20,29 @@ from typing import Any
 
 from pydantic import BaseModel
 
-PRESETS: dict[str, dict[str, Any]] = {
+# The common blocks' values; each method's own block adds its values from its folder (``presets`` of
+# its config class, e.g. DReSS's regularization budget), see :func:`preset_values`.
+COMMON_PRESETS: dict[str, dict[str, Any]] = {
     "cpu-demo": {},
     "paper": {
         "data": {"calib": "wikitext2", "samples": 1000, "seq_len": 2048, "split": "3:1"},
-        "regularize": {"steps": 188, "lr": 2e-5, "warmup_steps": 10, "batch_size": 1, "grad_accum": 8,
-                       "gradient_checkpointing": True, "checkpoint_every": 25},
         "recovery": {"steps": 32, "lr": 2e-4, "batch_size": 1, "grad_accum": 8, "gradient_checkpointing": True},
         "evaluate": {"source": "wikitext2", "seq_len": 2048, "max_tokens": None, "batch_size": 4},
     },
 }
+PRESETS = tuple(COMMON_PRESETS)
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """Every value preset ``name`` sets: the common blocks' and each method block's own."""
+    from dress.methods import config_blocks
+
+    values = dict(COMMON_PRESETS[name])
+    for section, block in config_blocks().items():
+        own = getattr(block, "presets", {}).get(name)
+        if own:
+            values[section] = own
+    return values
 
 
 def default_preset(model: str | None, device_type: str) -> str:
@@ -68,7 +81,7 @@ def apply_preset(config, name: str):
 
     if name not in PRESETS:
         raise DressError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    data = _merge(PRESETS[name], _explicit(config))
+    data = _merge(preset_values(name), _explicit(config))
     data["preset"] = name
     return type(config).model_validate(data)
 
@@ -76,7 +89,7 @@ def apply_preset(config, name: str):
 def differences(config) -> dict[str, Any]:
     """Every dotted field whose value differs from ``config.preset``'s (its own defaults included)."""
     name = config.preset or "cpu-demo"
-    reference = type(config).model_validate({**PRESETS.get(name, {}), "preset": name}).model_dump()
+    reference = type(config).model_validate({**(preset_values(name) if name in PRESETS else {}), "preset": name}).model_dump()
     out: dict[str, Any] = {}
 
     def walk(a: dict, b: dict, prefix: str) -> None:

@@ -25,6 +25,10 @@ class RegularizeConfig(TrainingConfig):
 
     title: ClassVar[str] = "regularization (dress, fpr)"
     flag_prefix: ClassVar[str] = "reg-"
+    # named protocols (dress.presets): the paper's budget for LLaMA-2-7B (configs/llama2-7b-paper.json)
+    presets: ClassVar[dict[str, dict]] = {"paper": {
+        "steps": 188, "lr": 2e-5, "warmup_steps": 10, "batch_size": 1, "grad_accum": 8,
+        "gradient_checkpointing": True, "checkpoint_every": 25}}
     # the flags these fields had before they were prefixed; still accepted
     unprefixed_aliases: ClassVar[tuple[str, ...]] = (
         "norm", "lam", "steps", "lr", "warmup_steps", "batch_size", "grad_accum", "weight_decay", "max_grad_norm",
