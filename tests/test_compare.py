@@ -242,3 +242,21 @@ def test_a_parameter_budget_gives_every_method_its_own_knob_and_the_table_shows_
     table = (out / "results.md").read_text()
     assert "vs budget" in table.splitlines()[0]
     assert "(hidden width" in table and "layers removed)" in table
+
+
+def test_every_entry_runs_with_its_preset_applied_like_dress_prune(tiny, tmp_path, monkeypatch):
+    """`dress compare` resolves each entry as `dress prune` does (preset, bf16, memory check) before the
+    model loads; before, a `preset: paper` in an experiment file was silently ignored."""
+    import dress.presets
+
+    model_dir, corpus = tiny
+    monkeypatch.setitem(dress.presets.COMMON_PRESETS, "cpu-demo", {"evaluate": {"max_tokens": 128}})
+    out = tmp_path / "cmp"
+    assert main(["compare", str(model_dir), "--out", str(out), "--calib", str(corpus), "--eval-source", str(corpus),
+                 "--ratios", "0.25", "--methods", "direct", "--samples", "8", "--seq-len", "32", "--no-rft",
+                 "--eval-seq-len", "32", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    entry = results["entries"]["direct@0.25"]
+    assert entry["record"]["config"]["preset"] == "cpu-demo"
+    assert entry["record"]["config"]["evaluate"]["max_tokens"] == 128  # the preset's value, not the default 32768
+    assert results["dense"]["eval"]["n_tokens_scored"] <= 128

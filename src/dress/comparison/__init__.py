@@ -171,8 +171,10 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
     from dress.comparison.report import write_outputs
     from dress.data import check_text_source
-    from dress.pipeline import StageClock, prepare, prune_prepared
     from dress.environment import resolve_device
+    from dress.pipeline import StageClock, prepare, prune_prepared
+    from dress.run_setup import resolve_run
+    from dress.training.distributed import Runtime
 
     entries = plan(spec)
     for calib in sorted({entry.config.data.calib for entry in entries}):
@@ -189,9 +191,14 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         write_outputs(results, out)
         return results
 
-    first = entries[0].config
-    clock = StageClock(resolve_device(first.device))
-    dense_done = _dense_done(results, first, settings)
+    # every entry runs with the config `dress prune` would run it with (the preset applied, bf16 on this
+    # device, the memory check): the same resolution, before the model loads; fingerprints stay those
+    # of the configs as written, so a resumed comparison recognises its entries
+    device = resolve_device(entries[0].config.device)
+    resolved = {e.key: resolve_run(e.config, device, Runtime())[0] for e in entries}
+    first = resolved[entries[0].key]
+    clock = StageClock(device)
+    dense_done = _dense_done(results, entries[0].config, settings)
     prepared = prepare(first, clock, need_data=False, check_method=False,
                        dense_evaluation=results["dense"].get("eval") if dense_done else None)
     todo = _mark_not_applicable(todo, prepared.model, results, settings)
@@ -202,7 +209,7 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         _save(results, out)
     draws: dict[str, tuple] = {}
     for entry in todo:
-        config = entry.config
+        config = resolved[entry.key]
         t0 = time.perf_counter()
         log.info(f"=== {entry.key} ===")
         data_key = json.dumps([config.data.calib, config.data.samples, config.data.seq_len, config.data.seed])
