@@ -79,20 +79,14 @@ def prune(
     stages checkpoint (default: a temporary folder, deleted afterwards); with ``resume`` an
     interrupted call continues from it.
     """
-    from dress.pipeline import StageClock, execute, resolve_device
-    from dress.run_setup import resolve_run
-    from dress.training.distributed import current_runtime
+    from dress.pipeline import Run
     from dress.training.loop import clear_checkpoint
 
     module = model if isinstance(model, nn.Module) else None
     cfg = resolve_config(config, None if module is not None else model, **settings)
     saved_as = _save_dtype(cfg, module)
-    runtime = current_runtime(cfg.device)
-    device = resolve_device(cfg, runtime)
-    if module is not None:  # already in memory: nothing left to plan before loading
-        cfg = cfg.model_copy(update={"skip_memory_check": True})
-    cfg, planned = resolve_run(cfg, device, runtime)  # the preset, bf16 support, batch split, memory plan
-    clock = StageClock(device)
+    run = Run.resolve(cfg, in_memory=module is not None)  # the preset, bf16, batch split, memory plan
+    cfg, runtime = run.config, run.runtime
     temporary = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="dress-work-")) if temporary else Path(work_dir)
     state = None
@@ -104,8 +98,8 @@ def prune(
         state = RunState.open(work, run_fingerprint(cfg, *resolve_model_path(cfg.model)), resume,
                               writer=runtime.is_main)
     try:
-        pruned, prepared, record = execute(cfg, planned, state, work, resume, runtime, clock,
-                                           model=module, tokenizer=tokenizer, calibration=calibration)
+        pruned, prepared, record = run.execute(state, work, resume, model=module, tokenizer=tokenizer,
+                                               calibration=calibration)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)

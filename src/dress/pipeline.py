@@ -79,6 +79,36 @@ def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch
 
 
 @dataclass
+class Run:
+    """One pruning run, assembled once the same way for ``dress prune`` (:func:`run_prune`), the
+    Python API (:func:`dress.prune`) and every entry of ``dress compare``: the config as it will run
+    (preset applied, bf16 decided for this device, batches adapted to the launch, memory plan checked
+    before anything loads), this process's place in a launch, its device, and the clock of its stages."""
+
+    config: PruneConfig
+    planned: dict  # dress.run_setup.resolve_run's plan and verdict
+    runtime: Runtime
+    device: torch.device
+    clock: StageClock
+
+    @classmethod
+    def resolve(cls, config: PruneConfig, runtime: Runtime | None = None, *, in_memory: bool = False) -> Run:
+        """``in_memory``: the model is already loaded (the API given a module): no plan before loading."""
+        runtime = runtime or current_runtime(config.device)
+        device = resolve_device(config, runtime)
+        if in_memory:
+            config = config.model_copy(update={"skip_memory_check": True})
+        config, planned = resolve_run(config, device, runtime)
+        if config.bf16 is None:  # decided once, here: autocast on a GPU, not on a CPU
+            config = config.model_copy(update={"bf16": device.type == "cuda"})
+        return cls(config, planned, runtime, device, StageClock(device))
+
+    def execute(self, state, work_dir: Path, resume: bool, **inputs) -> tuple[torch.nn.Module, Prepared, dict]:
+        """:func:`execute` with this run's settings."""
+        return execute(self.config, self.planned, state, work_dir, resume, self.runtime, self.clock, **inputs)
+
+
+@dataclass
 class Prepared:
     """What every method of one run shares (see :func:`prepare`): the dense model and tokenizer,
     the calibration draw, the tokenized held-out text and the dense model's evaluation."""
@@ -319,18 +349,17 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     runtime = current_runtime(config.device)
     only_main_process(runtime.is_main)
     work_dir = out.with_name(f"{out.name}.checkpoints")
-    device = resolve_device(config, runtime)
-    config, planned = resolve_run(config, device, runtime)  # preset, bf16, batch, memory plan
+    run = Run.resolve(config, runtime)
+    config = run.config
     if resume and not overwrite and (done := finished_record(config, out)) is not None:
         log.info(f"{out} is already finished with these settings (--resume after the output was in place): "
                  "nothing to do")
         return done
     state = start_run(config, out, work_dir, overwrite=overwrite, resume=resume, runtime=runtime)
-    clock = StageClock(device)
     try:
-        model, prepared, record = execute(config, planned, state, work_dir, resume, runtime, clock)
+        model, prepared, record = run.execute(state, work_dir, resume)
     except torch.OutOfMemoryError as err:
-        raise out_of_memory_error(err, clock.current, config, device, runtime, work_dir) from None
+        raise out_of_memory_error(err, run.clock.current, config, run.device, runtime, work_dir) from None
     if runtime.is_main:
         from dress.run_setup import finish_record, save_dtype
 

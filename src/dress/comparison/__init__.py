@@ -171,9 +171,7 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
     from dress.comparison.report import write_outputs
     from dress.data import check_text_source
-    from dress.environment import resolve_device
-    from dress.pipeline import StageClock, prepare, prune_prepared
-    from dress.run_setup import resolve_run
+    from dress.pipeline import Run, prepare, prune_prepared
     from dress.training.distributed import Runtime
 
     entries = plan(spec)
@@ -194,10 +192,9 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
     # every entry runs with the config `dress prune` would run it with (the preset applied, bf16 on this
     # device, the memory check): the same resolution, before the model loads; fingerprints stay those
     # of the configs as written, so a resumed comparison recognises its entries
-    device = resolve_device(entries[0].config.device)
-    resolved = {e.key: resolve_run(e.config, device, Runtime())[0] for e in entries}
-    first = resolved[entries[0].key]
-    clock = StageClock(device)
+    runs = {e.key: Run.resolve(e.config, Runtime()) for e in entries}
+    first = runs[entries[0].key].config
+    clock = runs[entries[0].key].clock
     dense_done = _dense_done(results, entries[0].config, settings)
     prepared = prepare(first, clock, need_data=False, check_method=False,
                        dense_evaluation=results["dense"].get("eval") if dense_done else None)
@@ -209,7 +206,8 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         _save(results, out)
     draws: dict[str, tuple] = {}
     for entry in todo:
-        config = resolved[entry.key]
+        run = runs[entry.key]
+        config = run.config
         t0 = time.perf_counter()
         log.info(f"=== {entry.key} ===")
         data_key = json.dumps([config.data.calib, config.data.samples, config.data.seq_len, config.data.seed])
@@ -219,8 +217,7 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         entry_prepared = replace(prepared, reg_part=reg, rec_part=rec)
         model = copy.deepcopy(prepared.model).to(prepared.device)
         work = out / ".work" / slug(entry.key + "-" + fingerprint(config.model_dump()))
-        model, record = prune_prepared(config, entry_prepared, model, work, resume=True,
-                                       clock=StageClock(prepared.device))
+        model, record = prune_prepared(config, entry_prepared, model, work, resume=True, clock=run.clock)
         result = _entry_result(entry, record, settings)
         if spec.zeroshot.scores(entry.label):
             result["zeroshot"] = _zeroshot(model, prepared.tokenizer, spec.zeroshot)
