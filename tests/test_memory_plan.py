@@ -153,7 +153,8 @@ def test_presets_keep_what_the_user_set_and_name_the_rest():
 
 
 def test_global_batch_adapts_to_the_number_of_processes():
-    from dress.training.distributed import adapt_global_batches, rank_micro_batches
+    from dress.run_setup import adapt_global_batches
+    from dress.training.distributed import rank_micro_batches
 
     cfg, notes = adapt_global_batches(PruneConfig(), 8)
     assert cfg.regularize.grad_accum == 8 and cfg.recovery.grad_accum == 8 and cfg.trsp.grad_accum == 8

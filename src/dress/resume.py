@@ -20,15 +20,14 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dress.errors import DressError
+from dress.training.run_identity import active_run, check_same_run, differences, running  # noqa: F401 (re-exported)
 
 RUN_JSON = "run.json"
 FORMAT = 1
@@ -39,7 +38,7 @@ _NOT_WEIGHTS_FIELDS = ("checkpoint_every", "gradient_checkpointing")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
-def _read_json(path: Path) -> dict:
+def _json_or_empty(path: Path) -> dict:
     """``path`` as JSON, or ``{}`` when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
@@ -114,42 +113,6 @@ def run_fingerprint(config, source: str, path: Path | None) -> dict:
     return fingerprint
 
 
-def differences(stored: dict, current: dict, limit: int = 8, there: str = "in the checkpoint") -> list[str]:
-    """``["ratio: 0.25 in the checkpoint, 0.5 now", ...]`` (dotted leaves that differ; ``there``
-    names where ``stored`` comes from)."""
-    a, b = _flatten(stored), _flatten(current)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, _MISSING) != b.get(key, _MISSING):
-            out.append(f"{_show_key(key)}: {_show(a.get(key, _MISSING))} {there}, {_show(b.get(key, _MISSING))} now")
-    if len(out) > limit:
-        out = out[:limit] + [f"... and {len(out) - limit} more"]
-    return out
-
-
-_MISSING = object()
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict) and obj:
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
-def _show_key(key: str) -> str:
-    return key.removeprefix("settings.")
-
-
-def _show(value: Any) -> str:
-    if value is _MISSING:
-        return "absent"
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class RunState:
     """``<work_dir>/run.json``: the fingerprint of the run that owns the work folder and what it has
     recorded so far (``{"fingerprint": {...}, "recorded": {key: {"params": ..., "value": ...}}}``).
@@ -204,27 +167,6 @@ class RunState:
         write_json_atomic(self.work_dir / RUN_JSON, {"fingerprint": self.fingerprint, "recorded": self.recorded})
 
 
-def check_same_run(stored: dict, current: dict, where: Path) -> None:
-    """Refuse (DressError) when ``stored`` (a checkpoint's fingerprint) is not ``current``'s run.
-    Keys present in only one of them that are run *choices* (channels) are not compared: a choice
-    is recorded once it is made."""
-    base_keys = ("format", "dress_version", "model", "settings", "calibration_file_sha256")
-    a = {k: v for k, v in stored.items() if k in base_keys}
-    b = {k: v for k, v in current.items() if k in base_keys}
-    shared_choices = set(stored) & set(current) - set(base_keys)
-    a.update({k: stored[k] for k in shared_choices})
-    b.update({k: current[k] for k in shared_choices})
-    if a == b:
-        return
-    lines = differences(a, b)
-    raise DressError(
-        f"--resume refused: the checkpoints in {where} belong to a run with other settings ("
-        + "; ".join(lines)
-        + "). Rerun with the checkpoint's settings to continue it, or pass --overwrite (without --resume) to "
-        "discard the checkpoints and start over"
-    )
-
-
 def _canonical(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, tensors lists)."""
     from dress.io.record import _jsonable
@@ -240,23 +182,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise DressError(f"{path} is damaged (not a JSON object); delete {path.parent} to start over")
     return data
-
-
-# The run whose stages are executing in this context: training checkpoints record its fingerprint.
-_ACTIVE: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("dress_active_run", default=None)
-
-
-def active_run() -> RunState | None:
-    return _ACTIVE.get()
-
-
-@contextlib.contextmanager
-def running(state: RunState | None) -> Iterator[RunState | None]:
-    token = _ACTIVE.set(state)
-    try:
-        yield state
-    finally:
-        _ACTIVE.reset(token)
 
 
 def recall(key: str, params: Any, compute: Callable[[], Any], *, weights: bool = False) -> Any:
@@ -309,7 +234,7 @@ def start_run(config, out: Path, work_dir: Path, *, overwrite: bool, resume: boo
     runtime = runtime or Runtime()
     out, work_dir = Path(out), Path(work_dir)
     if resume and out.exists() and not overwrite:
-        stored = _read_json(out / "dress.json").get("run_fingerprint")
+        stored = _json_or_empty(out / "dress.json").get("run_fingerprint")
         what = (f" made with other settings ({'; '.join(differences(stored, current_fingerprint(config), there='there'))})"
                 if stored else "")
         raise DressError(

@@ -17,7 +17,6 @@ from dress.errors import DressError
 def resolve_run(config, device: torch.device, runtime):
     from dress.logs import log
 
-    from dress.training.distributed import adapt_global_batches
     from dress.presets import apply_preset, default_preset
 
     name = config.preset or default_preset(config.model, device.type)
@@ -67,7 +66,7 @@ def run_record(config, planned: dict) -> dict:
 def out_of_memory_error(err: BaseException, stage: str | None, config, device: torch.device, runtime,
                         work_dir) -> DressError:
     """A DressError for a CUDA out-of-memory in ``stage``: the plan's advice, and --resume."""
-    from dress.memory_plan import GiB, format_plan, load_shape, plan_all, settings_from_config
+    from dress.memory_plan import format_plan, load_shape, plan_all, settings_from_config
 
     advice = ""
     try:
@@ -140,3 +139,30 @@ def finish_record(record: dict, out, config) -> None:
     record["size_on_disk"] = {"input_bytes": int(size_in), "input_estimated": estimated,
                               "output_bytes": int(weights_on_disk(out) or 0), "output_dtype": record.get("saved_dtype")}
     write_record(out, record)
+
+
+def adapt_global_batches(config, world: int):
+    """``(config, notes)``: every training stage's global batch (``batch_size x grad_accum``) made
+    divisible by ``world`` processes by raising ``grad_accum`` to the least multiple that splits
+    (the global batch becomes ``lcm(batch, world)``; steps unchanged, so each step sees more
+    windows). A global batch that already divides is kept, so "N processes train to the same
+    weights as one" holds whenever the user gives such a batch (e.g. ``--grad-accum 8`` on 8)."""
+    import math
+
+    from dress.config import flag_of
+    from dress.training.config import TrainingConfig
+
+    notes = []
+    updates = {}
+    for stage in type(config).model_fields:  # every block that trains (regularize, recovery, trsp, ...)
+        block = getattr(config, stage)
+        if not isinstance(block, TrainingConfig):
+            continue
+        flag = flag_of(f"{stage}.grad_accum") or f"{stage}.grad_accum"
+        total = block.batch_size * block.grad_accum
+        if world > 1 and total % world:
+            accum = block.grad_accum * world // math.gcd(total, world)
+            updates[stage] = block.model_copy(update={"grad_accum": accum})
+            notes.append(f"{stage}: global batch {total} -> {block.batch_size * accum} windows per step "
+                         f"({flag} {block.grad_accum} -> {accum}) so that {world} processes split it evenly")
+    return (config.model_copy(update=updates) if updates else config), notes

@@ -233,7 +233,7 @@ def read_checkpoint(directory: Path, fingerprint: dict | None = None, stage: str
     if stage and state.get("stage") and state["stage"] != stage:
         raise DressError(f"{directory} holds a checkpoint of stage {state['stage']!r}, not {stage!r}; delete it")
     if fingerprint is not None and state.get("fingerprint") is not None:
-        from dress.resume import check_same_run
+        from dress.training.run_identity import check_same_run
 
         check_same_run(state["fingerprint"], fingerprint, directory)
     loaded = {"state": state}

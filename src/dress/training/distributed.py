@@ -178,30 +178,3 @@ def rank_micro_batches(step_indices: torch.Tensor, batch_size: int, rank: int, w
     mine = step_indices[rank * share : (rank + 1) * share]
     size = max(d for d in range(1, min(batch_size, share) + 1) if share % d == 0)
     return list(mine.split(size))
-
-
-def adapt_global_batches(config, world: int):
-    """``(config, notes)``: every training stage's global batch (``batch_size x grad_accum``) made
-    divisible by ``world`` processes by raising ``grad_accum`` to the least multiple that splits
-    (the global batch becomes ``lcm(batch, world)``; steps unchanged, so each step sees more
-    windows). A global batch that already divides is kept, so "N processes train to the same
-    weights as one" holds whenever the user gives such a batch (e.g. ``--grad-accum 8`` on 8)."""
-    import math
-
-    from dress.config import flag_of
-    from dress.training.config import TrainingConfig
-
-    notes = []
-    updates = {}
-    for stage in type(config).model_fields:  # every block that trains (regularize, recovery, trsp, ...)
-        block = getattr(config, stage)
-        if not isinstance(block, TrainingConfig):
-            continue
-        flag = flag_of(f"{stage}.grad_accum") or f"{stage}.grad_accum"
-        total = block.batch_size * block.grad_accum
-        if world > 1 and total % world:
-            accum = block.grad_accum * world // math.gcd(total, world)
-            updates[stage] = block.model_copy(update={"grad_accum": accum})
-            notes.append(f"{stage}: global batch {total} -> {block.batch_size * accum} windows per step "
-                         f"({flag} {block.grad_accum} -> {accum}) so that {world} processes split it evenly")
-    return (config.model_copy(update=updates) if updates else config), notes

@@ -198,7 +198,7 @@ def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int,
     written by the main process; a sharded engine gathers the full state first (collective).
     The optimizer state only at the user's interval; the last step of a stage writes the weights
     alone (a finished stage never needs its optimizer again)."""
-    from dress.resume import active_run
+    from dress.training.run_identity import active_run
     from dress.training.checkpoint import flatten_optimizer, optimizer_param_names, write_checkpoint
 
     final = step == settings.steps
@@ -225,7 +225,7 @@ def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int,
 def _resume(engine, directory: Path, model: nn.Module, optimizer, settings: TrainSettings) -> tuple[int, TrainHistory]:
     """``(first step, history)`` from the checkpoint in ``directory``, or ``(0, empty)`` if none.
     Every process reads the same files (safetensors + JSON only, see :mod:`dress.training.checkpoint`)."""
-    from dress.resume import active_run
+    from dress.training.run_identity import active_run
     from dress.training.checkpoint import load_into, read_checkpoint
 
     run = active_run()
