@@ -225,4 +225,4 @@ def test_paper_penalty_drops_the_group_size_weights():
     slices = channel_groups(model, CHANNELS)
     with torch.no_grad():
         plain = sum(float(s.view().norm(dim=1).sum()) for s in slices)
-    assert float(penalty(slices, "l2", size_weighted=False)) == pytest.approx(plain, rel=1e-5)
+        assert float(penalty(slices, "l2", size_weighted=False)) == pytest.approx(plain, rel=1e-5)
