@@ -17,11 +17,11 @@ from torch import nn
 
 from dress.adapters import parameter_count
 from dress.errors import DressError
+from dress.io.saving import weights_on_disk
 from dress.evaluation.bench import (
     BenchSettings,
     Timing,
     benchmark,
-    bytes_on_disk,
     ideal_speedup,
     speed_ratios,
 )
@@ -258,7 +258,7 @@ def test_bench_runs_at_tiny_sizes(tmp_path):
     d, p = out["models"]["dense"], out["models"]["pruned"]
     assert len(d["prefill"]["samples_s"]) == 3 and len(p["generate"]["samples_s"]) == 3
     assert d["params"] == parameter_count(dense) and p["params"] == parameter_count(pruned)
-    assert p["bytes_on_disk"] == bytes_on_disk(tmp_path) > 0 and d["bytes_on_disk"] is None
+    assert p["bytes_on_disk"] == weights_on_disk(tmp_path) > 0 and d["bytes_on_disk"] is None
     assert d["hidden_size"] == 32 and p["hidden_size"] == 24
     r = out["ratios"]
     assert r["ideal_speedup"] == pytest.approx(d["params"] / p["params"])

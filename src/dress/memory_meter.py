@@ -14,12 +14,14 @@ import torch
 
 
 class StagePeak:
-    """``with StagePeak(device) as meter: ...`` then ``meter.peak`` (bytes)."""
+    """``with StagePeak(device) as meter: ...`` then ``meter.peak`` (bytes) and ``meter.added`` (the peak
+    above what the block started with). The one meter of the pipeline's stages and of ``dress bench``."""
 
     def __init__(self, device: torch.device | str = "cpu", interval: float = 0.005):
         self.device = torch.device(device)
         self.interval = interval
         self.peak = 0.0
+        self.start = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -30,12 +32,13 @@ class StagePeak:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = float(torch.cuda.memory_allocated(self.device))
             return self
         import psutil
 
         release_free_heap()
         process = psutil.Process()
-        self.peak = float(process.memory_info().rss)
+        self.start = self.peak = float(process.memory_info().rss)
 
         def sample() -> None:
             while not self._stop.wait(self.interval):
@@ -58,6 +61,11 @@ class StagePeak:
         import psutil
 
         self.peak = max(self.peak, float(psutil.Process().memory_info().rss))
+
+
+    @property
+    def added(self) -> float:
+        return max(0.0, self.peak - self.start)
 
 
 def release_free_heap() -> None:

@@ -114,19 +114,11 @@ def save_dtype(config) -> torch.dtype:
     return _DTYPES.get(name, torch.float32)
 
 
-def weights_on_disk(folder) -> int | None:
-    """Bytes of the weight files (safetensors / pytorch_model*.bin) in ``folder``, None if none."""
-    from pathlib import Path
-
-    folder = Path(folder)
-    files = [f for pattern in ("*.safetensors", "pytorch_model*.bin") for f in folder.glob(pattern)]
-    return sum(f.stat().st_size for f in files) if files else None
-
-
 def finish_record(record: dict, out, config) -> None:
     """Add the output's and the input's size on disk to ``record`` and rewrite ``out/dress.json``."""
     from dress.io.loading import resolve_model_path
     from dress.io.record import write_record
+    from dress.io.saving import weights_on_disk
 
     _source, path = resolve_model_path(config.model)
     size_in = weights_on_disk(path) if path is not None else None

@@ -28,7 +28,6 @@ throughput / dense throughput`` (medians). The ideal speedup of removing a fract
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ from torch import nn
 
 from dress.adapters import parameter_count
 from dress.errors import DressError
+from dress.io.saving import weights_on_disk
+from dress.memory_meter import StagePeak
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,6 @@ def weight_bytes(model: nn.Module) -> int:
     return total
 
 
-def bytes_on_disk(folder: str | Path | None) -> int | None:
-    """Total size of the weight files of a model folder (``*.safetensors``, else ``*.bin``), or ``None``."""
-    if folder is None or not Path(folder).is_dir():
-        return None
-    for pattern in ("*.safetensors", "*.bin"):
-        files = sorted(Path(folder).glob(pattern))
-        if files:
-            return sum(f.stat().st_size for f in files)
-    return None
-
-
 def ideal_speedup(params_dense: int, params_pruned: int) -> float:
     """``1 / (1 - r)`` with ``r = 1 - params_pruned / params_dense``, i.e. ``params_dense / params_pruned``."""
     if params_pruned <= 0 or params_dense <= 0:
@@ -150,51 +140,6 @@ def speed_ratios(
 
 
 # ---------------------------------------------------------------- measuring
-class _PeakMemory:
-    """Peak memory added during a ``with`` block: CUDA allocated bytes, or sampled process RSS on CPU."""
-
-    def __init__(self, device: torch.device, interval_s: float = 0.002):
-        self.device = device
-        self.interval_s = interval_s
-        self.start = 0
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = self.peak = torch.cuda.memory_allocated(self.device)
-        else:
-            import psutil
-
-            proc = psutil.Process()
-            self.start = self.peak = proc.memory_info().rss
-
-            def sample() -> None:
-                while not self._stop.is_set():
-                    self.peak = max(self.peak, proc.memory_info().rss)
-                    self._stop.wait(self.interval_s)
-
-            self._thread = threading.Thread(target=sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
-        else:
-            self._stop.set()
-            assert self._thread is not None
-            self._thread.join()
-
-    @property
-    def added(self) -> int:
-        return max(0, self.peak - self.start)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -224,7 +169,7 @@ def _generation_config(model: nn.Module, new_tokens: int):
 
 
 def _time_once(run: _ModelRuns, fn, device: torch.device) -> float:
-    with _PeakMemory(device) as mem:
+    with StagePeak(device) as mem:
         _sync(device)
         t0 = time.perf_counter()
         fn(run.model)
@@ -306,7 +251,7 @@ def benchmark(
     models = {}
     for run, folder in ((runs[1], pruned_folder), (runs[0], dense_folder)):
         models[run.name] = _model_facts(run.model) | {
-            "bytes_on_disk": bytes_on_disk(folder),
+            "bytes_on_disk": weights_on_disk(folder),
             "prefill": run.prefill.summary(work=settings.prompt_len),
             "generate": run.generate.summary(work=settings.gen_batch * settings.new_tokens),
             "peak_working_bytes": run.peak_working_bytes,

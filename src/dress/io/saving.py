@@ -182,6 +182,18 @@ def load_checkpoint(where: str | Path, dtype: torch.dtype = torch.float32) -> nn
     return _load_with_replay(Path(where), record, dtype)
 
 
+def weights_on_disk(folder: str | Path | None) -> int | None:
+    """Bytes of a model folder's weight files: its ``*.safetensors``, else its ``*.bin`` (a folder holding
+    both is read by transformers from the safetensors); ``None`` for no folder or no weight file."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    for pattern in ("*.safetensors", "*.bin"):
+        files = sorted(Path(folder).glob(pattern))
+        if files:
+            return sum(f.stat().st_size for f in files)
+    return None
+
+
 def _weight_files(where: str | Path) -> str:
     """The folder's weight file(s), for an error message (the folder itself when none is found)."""
     folder = Path(where)
