@@ -82,7 +82,7 @@ def resolve_device(config: PruneConfig, runtime: Runtime | None = None) -> torch
 class Run:
     """One pruning run, assembled once the same way for ``dress prune`` (:func:`run_prune`), the
     Python API (:func:`dress.prune`) and every entry of ``dress compare``: the config as it will run
-    (preset applied, bf16 decided for this device, batches adapted to the launch, memory plan checked
+    (preset applied, bf16 checked for this device, batches adapted to the launch, memory plan checked
     before anything loads), this process's place in a launch, its device, and the clock of its stages."""
 
     config: PruneConfig
@@ -99,9 +99,13 @@ class Run:
         if in_memory:
             config = config.model_copy(update={"skip_memory_check": True})
         config, planned = resolve_run(config, device, runtime)
-        if config.bf16 is None:  # decided once, here: autocast on a GPU, not on a CPU
-            config = config.model_copy(update={"bf16": device.type == "cuda"})
         return cls(config, planned, runtime, device, StageClock(device))
+
+    @property
+    def bf16(self) -> bool:
+        """bf16 autocast for this run: as asked, else on a GPU and not on a CPU (``prepare`` applies the
+        same rule; the config keeps ``None`` so the record shows what the user asked)."""
+        return self.config.bf16 if self.config.bf16 is not None else self.device.type == "cuda"
 
     def execute(self, state, work_dir: Path, resume: bool, **inputs) -> tuple[torch.nn.Module, Prepared, dict]:
         """:func:`execute` with this run's settings."""
