@@ -101,12 +101,6 @@ class Run:
         config, planned = resolve_run(config, device, runtime)
         return cls(config, planned, runtime, device, StageClock(device))
 
-    @property
-    def bf16(self) -> bool:
-        """bf16 autocast for this run: as asked, else on a GPU and not on a CPU (``prepare`` applies the
-        same rule; the config keeps ``None`` so the record shows what the user asked)."""
-        return self.config.bf16 if self.config.bf16 is not None else self.device.type == "cuda"
-
     def execute(self, state, work_dir: Path, resume: bool, **inputs) -> tuple[torch.nn.Module, Prepared, dict]:
         """:func:`execute` with this run's settings."""
         return execute(self.config, self.planned, state, work_dir, resume, self.runtime, self.clock, **inputs)

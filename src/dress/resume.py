@@ -204,11 +204,7 @@ def current_fingerprint(config) -> dict:
 def finished_record(config, out: Path) -> dict | None:
     """The ``dress.json`` of the finished output ``out`` when a run with this config's fingerprint made
     it (a retry whose kill landed after the output was in place), else ``None``."""
-    path = Path(out) / "dress.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    record = _json_or_empty(Path(out) / "dress.json")
     stored = record.get("run_fingerprint")
     return record if stored is not None and digest(stored) == digest(current_fingerprint(config)) else None
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from dress.adapters import adapter_for, parameter_count
 from dress.errors import DressError
-from dress.pruning.hidden import width_choice
 from dress.pruning.layers import layer_parameter_counts
+from dress.pruning.widths import reachable_widths
 
 
 @dataclass(frozen=True)
@@ -91,19 +91,9 @@ def width_shapes(model: nn.Module, config, extra: Callable[[int], int] = lambda 
     counts = layer_parameter_counts(model)
     dense = parameter_count(model) - round(layers_removed * sum(counts) / len(counts))
     per_channel = params_per_channel(model, layers_removed)
-    step = adapter.width_multiple(model.config)
-    shapes: dict[int, Shape] = {}
-    for kept in range(step, d, step):
-        ratio = 1.0 - kept / d
-        try:
-            width = width_choice(model.config, ratio, adapter, config.width_multiple).width
-        except DressError:
-            continue
-        if width != kept and width_choice(model.config, 1.0 - width / d, adapter, config.width_multiple).width == width:
-            ratio = 1.0 - width / d  # the plain ratio of the width, where it makes that width too
-        if width not in shapes:
-            shapes[width] = Shape(ratio, dense - (d - width) * per_channel + extra(width), f"hidden width {width} of {d}")
-    return list(shapes.values())
+    widths = reachable_widths(d, adapter.width_multiple(model.config), config.width_multiple)
+    return [Shape(ratio, dense - (d - width) * per_channel + extra(width), f"hidden width {width} of {d}")
+            for width, ratio in widths.items()]
 
 
 def layer_shapes(model: nn.Module, config) -> list[Shape]:

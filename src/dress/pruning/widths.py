@@ -111,3 +111,21 @@ def choose_width(hidden: int, ratio: float, heads: int, alignment: int = DEFAULT
         hidden=hidden, width=width, asked_ratio=float(ratio), heads=heads, alignment=alignment,
         runtime_width=round_up(width, alignment), note="; ".join(notes) or None,
     )
+
+
+def reachable_widths(hidden: int, heads: int, alignment: int = DEFAULT_ALIGNMENT) -> dict[int, float]:
+    """Every width :func:`choose_width` can keep, each with a ratio that makes it: the plain ratio
+    ``1 - width / hidden`` where that makes it too, else the first ratio (in steps of the head count)
+    that does. Ascending by width. The parameter budget and the memory plan enumerate the same set."""
+    found: dict[int, float] = {}
+    for kept in range(heads, hidden, heads):
+        try:
+            width = choose_width(hidden, 1.0 - kept / hidden, heads, alignment).width
+        except DressError:
+            continue
+        if width not in found:
+            plain = 1.0 - width / hidden
+            exact = width == kept or choose_width(hidden, plain, heads, alignment).width == width
+            found[width] = plain if exact else 1.0 - kept / hidden
+    return dict(sorted(found.items()))
+

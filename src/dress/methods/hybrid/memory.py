@@ -21,14 +21,12 @@ def _shorter(shape: ModelShape, run: RunSettings) -> ModelShape:
 
 def _pruned(shape: ModelShape, run: RunSettings) -> ModelShape:
     """The shorter model at the width whose count is nearest the parameter share (the method's plan)."""
-    from dress.pruning.widths import choose_width
+    from dress.pruning.widths import reachable_widths
 
     short = _shorter(shape, run)
     target = int(shape.params * (1.0 - run.ratio))
-    widths = {choose_width(short.hidden, 1.0 - kept / short.hidden, short.heads, run.width_multiple).width
-              for kept in range(short.heads, short.hidden, short.heads)}
-    return min((narrower(short, w) for w in sorted(widths)), key=lambda s: (abs(s.params - target), s.params),
-               default=short)
+    widths = reachable_widths(short.hidden, short.heads, run.width_multiple)
+    return min((narrower(short, w) for w in widths), key=lambda s: (abs(s.params - target), s.params), default=short)
 
 
 def _stages(shape: ModelShape, small: ModelShape, run: RunSettings, strategy: str, n: int) -> list[StageMemory]:
