@@ -103,11 +103,11 @@ def surgeon_shot(
         ar, ac = torch.nonzero(~dr).flatten(), torch.nonzero(~dc).flatten()
         ws, gs, as_ = w[ar][:, ac], g[ar][:, ar], a[ac][:, ac]
         g_inv, a_inv = damped_inverse(gs, cfg.damp_g), damped_inverse(as_, cfg.damp_a)
-        rc = torch.full((w.shape[0],), -math.inf, dtype=torch.float64)
-        cc = torch.full((w.shape[1],), -math.inf, dtype=torch.float64)
+        rc = torch.full((w.shape[0],), -math.inf, dtype=torch.float64, device=w.device)
+        cc = torch.full((w.shape[1],), -math.inf, dtype=torch.float64, device=w.device)
         rc[ar] = row_costs(ws, as_, g_inv.diagonal())
         cc[ac] = col_costs(ws, gs, a_inv.diagonal())
-        matrices.append(MatrixCosts(rc, cc))
+        matrices.append(MatrixCosts(rc.cpu(), cc.cpu()))  # the global threshold runs on the host
         alive[name] = _Alive(ar, ac, g_inv.float(), a_inv.float())
         del w, g, a, ws, gs, as_
     threshold = global_threshold(matrices, budget)
@@ -115,6 +115,7 @@ def surgeon_shot(
     for (name, lin), (rows, cols) in zip(linears.items(), threshold.selections):
         live = alive.pop(name)
         w = augmented_weight(lin)
+        rows, cols = rows.to(w.device), cols.to(w.device)
         sub_r = torch.nonzero(torch.isin(live.rows, rows)).flatten()
         sub_c = torch.nonzero(torch.isin(live.cols, cols)).flatten()
         rows_removed += int(rows.numel())
