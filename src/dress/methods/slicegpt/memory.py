@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dress.memory_plan import MethodMemory, ModelShape, RunSettings, StageMemory, narrower, width_for
+from dress.methods.slicegpt.counts import slicing_adds
 
 SLICE = "fold norms, rotate and slice (PCA)"
 
@@ -13,13 +14,13 @@ def _settings(config) -> dict:
 
 def _pruned(shape: ModelShape, run: RunSettings) -> ModelShape:
     width = width_for(shape, run)
-    # as .method.budget_shapes: a k x k shortcut per sub-block and a head map for a tied RMS head
-    # are added, folding removes the norms' gains (and biases)
+    # counted as .method.budget_shapes counts them: a shortcut per sub-block, a head map for a tied
+    # RMS head; folding removes the norms' gains (and biases)
     parallel = shape.model_type == "phi"
     layer_norm = shape.model_type in ("opt", "phi")
     shortcuts = shape.layers * (1 if parallel else 2) + int(shape.tied and not layer_norm)
     norm_entries = (shape.layers * (1 if parallel else 2) + 1) * (2 if layer_norm else 1)
-    return narrower(shape, width, extra=shortcuts * width * width - norm_entries * width)
+    return narrower(shape, width, extra=slicing_adds(width, shortcuts, norm_entries))
 
 
 def _stages(shape: ModelShape, small: ModelShape, run: RunSettings, strategy: str, n: int) -> list[StageMemory]:

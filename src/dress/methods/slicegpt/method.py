@@ -43,6 +43,7 @@ from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
 from dress.pruning.budget import Shape, width_shapes
 from dress.pruning.hidden import width_choice
+from dress.methods.slicegpt.counts import slicing_adds
 from dress.methods.slicegpt.memory import SLICE
 from dress.methods.slicegpt.rotate import (
     StreamNorm,
@@ -364,4 +365,5 @@ def budget_shapes(model: nn.Module, config) -> list[Shape]:
     shortcuts = layers * (1 if adapter.parallel_block else 2)
     head_map = 1 if model.config.tie_word_embeddings and adapter.norm_kind.startswith("rms") else 0
     norm_entries = sum(1 + norm_has_bias(norm) for _, norm in adapter.named_norms(model))
-    return width_shapes(model, config, extra=lambda k: (shortcuts + head_map) * k * k - norm_entries * k)
+    return width_shapes(model, config, extra=lambda k: slicing_adds(k, shortcuts + head_map, norm_entries))
+
