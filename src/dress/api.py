@@ -111,7 +111,7 @@ def prune(
 def _save_dtype(cfg, module: nn.Module | None) -> torch.dtype | None:
     """``cfg.save_dtype`` resolved before the run (which may change the model's dtype): ``source``
     is the named checkpoint's dtype, or the dtype of the model passed in memory."""
-    from dress.run_setup import save_dtype
+    from dress.io.output import save_dtype
 
     if module is not None and cfg.save_dtype == "source":
         return module.dtype

@@ -39,7 +39,8 @@ from dress.methods import get as get_method
 from dress.methods.base import PruneContext
 from dress.environment import resolve_device as _resolve_device
 from dress.training.loop import clear_checkpoint
-from dress.run_setup import out_of_memory_error, resolve_run, run_record
+from dress.out_of_memory import out_of_memory_error
+from dress.run_setup import resolve_run, run_record
 
 PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
 
@@ -102,8 +103,19 @@ class Run:
         return cls(config, planned, runtime, device, StageClock(device))
 
     def execute(self, state, work_dir: Path, resume: bool, **inputs) -> tuple[torch.nn.Module, Prepared, dict]:
-        """:func:`execute` with this run's settings."""
-        return execute(self.config, self.planned, state, work_dir, resume, self.runtime, self.clock, **inputs)
+        """The run between the checks and the writing, shared by ``dress prune`` (:func:`run_prune`)
+        and ``dress.prune``: log the memory plan's verdict, then prepare, prune, recover and evaluate
+        inside the run ``state`` (:func:`dress.resume.running`). ``inputs``: :func:`prepare`'s
+        ``model``, ``tokenizer``, ``calibration``. Returns ``(pruned model, prepared, record)``."""
+        from dress.resume import running
+
+        for line in self.planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
+            log.info(line)
+        with running(state):
+            prepared = prepare(self.config, self.clock, runtime=self.runtime, **inputs)
+            model, record = prune_prepared(self.config, prepared, prepared.model, work_dir, resume, self.clock)
+        record.update(run_record(self.config, self.planned))
+        return model, prepared, record
 
 
 @dataclass
@@ -319,26 +331,6 @@ def _distillation(config: PruneConfig, model, bf16: bool = False):
     return Distillation(teacher, config.distill.weight, config.distill.temperature)
 
 
-def execute(
-    config: PruneConfig, planned: dict, state, work_dir: Path, resume: bool, runtime: Runtime, clock: StageClock,
-    **inputs,
-) -> tuple[torch.nn.Module, Prepared, dict]:
-    """The run between the checks and the writing, shared by ``dress prune`` (:func:`run_prune`)
-    and ``dress.prune``: log the memory plan's verdict (``planned`` from
-    :func:`dress.run_setup.resolve_run`), then prepare, prune, recover and evaluate inside the run
-    ``state`` (:func:`dress.resume.running`). ``inputs``: :func:`prepare`'s ``model``,
-    ``tokenizer``, ``calibration``. Returns ``(pruned model, prepared, record)``."""
-    from dress.resume import running
-
-    for line in planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
-        log.info(line)
-    with running(state):
-        prepared = prepare(config, clock, runtime=runtime, **inputs)
-        model, record = prune_prepared(config, prepared, prepared.model, work_dir, resume, clock)
-    record.update(run_record(config, planned))
-    return model, prepared, record
-
-
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
     """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
     from dress.resume import current_fingerprint, finished_record, start_run
@@ -359,7 +351,7 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     except torch.OutOfMemoryError as err:
         raise out_of_memory_error(err, run.clock.current, config, run.device, runtime, work_dir) from None
     if runtime.is_main:
-        from dress.run_setup import finish_record, save_dtype
+        from dress.io.output import finish_record, save_dtype
 
         dtype = save_dtype(config)
         model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
