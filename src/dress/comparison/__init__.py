@@ -170,7 +170,7 @@ fingerprint = digest  # one canonical hash for compare's entries and prune's che
 def run_compare(spec: CompareConfig, out: Path) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
     from dress.comparison.report import write_outputs
-    from dress.data import check_text_source
+    from dress.data import check_text_source, draw_calibration, draw_key, split_calibration
     from dress.pipeline import Run, prepare, prune_prepared
     from dress.training.distributed import Runtime
 
@@ -204,16 +204,17 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
     if not dense_done:
         results["dense"] = _evaluate_dense(prepared, first, spec, settings)
         _save(results, out)
-    draws: dict[str, tuple] = {}
+    draws: dict[tuple, Any] = {}
     for entry in todo:
         run = runs[entry.key]
         config = run.config
         t0 = time.perf_counter()
         log.info(f"=== {entry.key} ===")
-        data_key = json.dumps([config.data.calib, config.data.samples, config.data.seq_len, config.data.seed])
-        if data_key not in draws:
-            draws[data_key] = _draw(config, prepared.tokenizer)
-        reg, rec = _split(draws[data_key], config)
+        if draw_key(config.data) not in draws:
+            draws[draw_key(config.data)] = samples = draw_calibration(prepared.tokenizer, config.data)
+            log.info(f"calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r} "
+                f"(seed {config.data.seed}), shared by every entry with this data block")
+        reg, rec = split_calibration(draws[draw_key(config.data)], config.data)
         entry_prepared = replace(prepared, reg_part=reg, rec_part=rec)
         model = copy.deepcopy(prepared.model).to(prepared.device)
         work = out / ".work" / slug(entry.key + "-" + fingerprint(config.model_dump()))
@@ -257,21 +258,6 @@ def _mark_not_applicable(todo: list[Entry], model, results: dict, settings: dict
             "sweep": entry.point, "fingerprint": _entry_fingerprint(entry, settings), "not_applicable": refusal,
         }
     return runnable
-
-
-def _draw(config, tokenizer):
-    from dress.data import calibration_samples
-
-    samples = calibration_samples(tokenizer, config.data.calib, config.data.samples, config.data.seq_len, config.data.seed)
-    log.info(f"calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r} "
-        f"(seed {config.data.seed}), shared by every entry with this data block")
-    return samples
-
-
-def _split(samples, config):
-    from dress.data import parse_split, split_samples
-
-    return split_samples(samples, parse_split(config.data.split))
 
 
 def _evaluate_dense(prepared, config, spec: CompareConfig, settings: dict) -> dict:
