@@ -296,6 +296,23 @@ def test_split_sizes(n, ratio, expected):
     assert (first.shape[0], second.shape[0]) == expected
 
 
+def test_a_data_block_is_drawn_by_its_draw_key_and_split_by_its_split(corpus):
+    """`dress prune` and `dress compare` both draw through draw_calibration/split_calibration: the same
+    windows as calibration_samples + split_samples, and blocks with one draw key share the windows."""
+    from dress.config import DataConfig
+
+    tokenizer = byte_tokenizer()
+    block = DataConfig(calib=str(corpus), samples=8, seq_len=40, seed=2, split="3:1")
+    samples = data.draw_calibration(tokenizer, block)
+    assert torch.equal(samples, data.calibration_samples(tokenizer, str(corpus), 8, 40, seed=2))
+    assert torch.equal(data.draw_calibration(tokenizer, block, data.load_text(str(corpus))), samples)
+    other_split = block.model_copy(update={"split": "1:1"})
+    assert data.draw_key(other_split) == data.draw_key(block)
+    assert data.draw_key(block.model_copy(update={"seed": 3})) != data.draw_key(block)
+    for part, expected in zip(data.split_calibration(samples, other_split), data.split_samples(samples, (1, 1))):
+        assert torch.equal(part, expected)
+
+
 def test_parse_split():
     assert data.parse_split("3:1") == (3, 1)
     assert data.parse_split(" 1 : 0 ") == (1, 0)

@@ -131,6 +131,28 @@ def test_sweep_makes_one_entry_per_value(tiny, tmp_path):
     assert lams == [1, 3]
 
 
+def test_fingerprints_of_a_fixed_comparison_are_pinned():
+    """A resumed `dress compare` matches the fingerprints stored in results.json: these values were
+    written by the code before comparison/ was split into modules. They change, rerunning every old
+    entry, only when what goes into them changes (a new config field or default does too): update
+    them then, on purpose."""
+    from dress.comparison import CompareConfig, plan
+    from dress.comparison.store import dense_fingerprint, entry_fingerprint
+
+    spec = CompareConfig.model_validate({
+        "base": {"model": "tiny/llama", "device": "cpu", "data.samples": 8, "data.seq_len": 32,
+                 "evaluate.max_tokens": 256},
+        "variants": [{"label": "direct", "method": "direct"},
+                     {"label": "dress", "method": "dress", "set": {"regularize.lam": 2}}],
+        "zeroshot": {"enabled": True, "limit": 2, "labels": ["direct"]},
+    })
+    entries = plan(spec)
+    settings = {"zeroshot": spec.zeroshot, "speed": False}
+    assert {e.key: entry_fingerprint(e, settings) for e in entries} == {
+        "direct@0.25": "5104d86f50d2940e", "dress@0.25": "e8d2733dfeebf051"}
+    assert dense_fingerprint(entries[0].config, settings) == "169f5ee2fe254e5b"
+
+
 def test_heatmap_caption_names_the_largest_cell_and_the_tensors_outside_the_layers():
     by_tensor = {
         "model.embed_tokens.weight": 0.0,
@@ -162,7 +184,7 @@ def test_rows_on_different_draws_are_reported_as_such(tiny, tmp_path, capsys):
 
 
 def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that_row(tiny, tmp_path, monkeypatch):
-    import dress.comparison
+    import dress.comparison.runner
 
     model_dir, corpus = tiny
     out = tmp_path / "cmp"
@@ -173,7 +195,7 @@ def test_zero_shot_can_be_limited_to_some_rows_and_adding_a_row_reruns_only_that
         return {"source": "bundled", "limit": zs.limit, "avg_acc": 0.5, "avg_acc_norm": 0.5,
                 "tasks": [{"task": "piqa", "acc": 0.5, "acc_stderr": 0.1, "acc_norm": 0.5, "acc_norm_stderr": 0.1, "n": 2}]}
 
-    monkeypatch.setattr(dress.comparison, "_zeroshot", fake_zeroshot)
+    monkeypatch.setattr(dress.comparison.runner, "_zeroshot", fake_zeroshot)
 
     def run(labels):
         spec = tmp_path / "spec.json"

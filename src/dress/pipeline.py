@@ -156,7 +156,7 @@ def prepare(
 
     ``model``/``tokenizer`` (the Python API): prune this in-memory model instead of loading
     ``config.model``; ``calibration``: draw the windows from this text instead of ``config.data.calib``."""
-    from dress.data import calibration_samples, evaluation_text, load_text, parse_split, split_samples, text_source
+    from dress.data import draw_calibration, evaluation_text, load_text, split_calibration, text_source
     from dress.evaluation.perplexity import tokenize_once
     from dress.resume import recall
 
@@ -199,10 +199,8 @@ def prepare(
     reg_part = rec_part = None
     if wants_data:
         with clock.stage("calibration data"):
-            samples = calibration_samples(
-                tokenizer, calib_text, config.data.samples, config.data.seq_len, config.data.seed
-            )
-            reg_part, rec_part = split_samples(samples, parse_split(config.data.split))
+            samples = draw_calibration(tokenizer, config.data, calib_text)
+            reg_part, rec_part = split_calibration(samples, config.data)
         log.info(f"calibration: {samples.shape[0]} x {samples.shape[1]} tokens from {config.data.calib!r}, "
             f"split {config.data.split} -> {reg_part.shape[0]} regularization / {rec_part.shape[0]} recovery")
 

