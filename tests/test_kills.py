@@ -167,3 +167,35 @@ def test_kills_in_every_stage_then_resume_give_the_uninterrupted_weights(tmp_pat
         import json
 
         Path(report).write_text(json.dumps({"seed": seed, "slow_s": SLOW, "results": results}, indent=1))
+
+
+# every registered method's own small settings; flags of other methods are accepted and ignored
+METHOD_ARGS = ["--score-samples", "2", "--hybrid-layers", "1", "--surgeon-shots", "1", "--surgeon-samples", "4",
+               "--trsp-steps1", "2", "--trsp-steps2", "2"]
+
+
+def _method_names() -> list[str]:
+    from dress.methods import methods
+
+    return list(methods())
+
+
+@pytest.mark.parametrize("name", _method_names())
+def test_every_method_resumes_after_a_kill_to_the_same_weights(name, tmp_path):
+    """The contract's last clause (tests/test_method_contract.py has the in-process ones): a run
+    of ``name`` killed in its second optimizer step (regularization, TRSP's stages or recovery,
+    after whatever the method computed before training) and resumed ends in the weights of an
+    uninterrupted run, bit for bit. A method whose pre-training work is not reproducible, or whose
+    training state is not checkpointed, fails here."""
+    model, corpus = save_tiny(tmp_path / "tiny", "llama"), write_corpus(tmp_path / "corpus.txt")
+    extra = ("--method", name, *METHOD_ARGS)
+    reference = Prune(model, corpus, tmp_path / "reference", *extra)
+    assert reference.finish() == 0, reference.stderr[-3000:]
+    out = tmp_path / "out"
+    killed = Prune(model, corpus, out, *extra)
+    assert killed.kill_in("step", 2, random.Random(0)), f"{name}: the run ended before its second step"
+    _assert_not_partial(out)
+    resumed = Prune(model, corpus, out, *extra, "--resume")
+    assert resumed.finish() == 0, resumed.stderr[-3000:]
+    assert _same(_weights(out), _weights(tmp_path / "reference")), f"{name}: resumed weights differ"
+
