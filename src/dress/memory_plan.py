@@ -25,9 +25,9 @@ Terms, in bytes (``P`` parameters, ``N`` processes, ``b x s`` the micro-batch, `
   buffers (``2 s V``) plus one layer's transient.
 * **teacher** (``--distill``): a frozen bf16 copy under ``--bf16`` (2P), fp32 otherwise (4P), and
   its logits.
-* **sharding** FSDP2 over N: 16P/N + two gathered bf16 layers; FSDP2 with CPU offload: the gathered
-  layers on the GPU, the 16P training state in host memory; ZeRO-3 with the optimizer on the CPU:
-  bf16 weights and gradients 4P/N on the GPU, 16P in host memory. Outside training every process
+* **sharding** FSDP2 over N: 16P/N + two gathered bf16 layers; FSDP2 with CPU offload (the path
+  for ZeRO-3-sized runs): the gathered layers on the GPU, the 16P training state in host memory.
+  Outside training every process
   keeps the whole fp32 model on its device (selection, removal, evaluation); while a sharded stage
   trains, that copy waits in host memory.
 * **overhead** the process itself: Python, torch and transformers in host memory
@@ -65,16 +65,15 @@ FIT_MARGIN = 0.90  # a plan fits when its peak is at most 90% of the memory (fra
 
 # Throughput assumptions of the time estimate (state them wherever a time is quoted).
 GPU_TFLOPS = {"bf16": 300.0, "fp32": 40.0}  # effective TFLOP/s of one H100-class GPU: ~30% of its 989 dense bf16 peak
-PCIE_GBPS = 20.0  # host <-> device, GB/s, per GPU (offload engines move the weights every forward/backward)
-CPU_ADAM_PARAMS_PER_S = 1.0e9  # AdamW parameters per second on the host (offload engines step there)
+PCIE_GBPS = 20.0  # host <-> device, GB/s, per GPU (CPU offload moves the weights every forward/backward)
+CPU_ADAM_PARAMS_PER_S = 1.0e9  # AdamW parameters per second on the host (CPU offload steps there)
 
-STRATEGIES = ("single", "ddp", "fsdp2", "fsdp2-offload", "zero3-offload")
+STRATEGIES = ("single", "ddp", "fsdp2", "fsdp2-offload")
 STRATEGY_LABELS = {
     "single": "one process",
     "ddp": "DDP",
     "fsdp2": "FSDP2",
     "fsdp2-offload": "FSDP2 + CPU offload",
-    "zero3-offload": "ZeRO-3 + CPU optimizer",
 }
 
 
@@ -340,7 +339,7 @@ def training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: str
     teacher = 0.0
     if run.distill:
         teacher = (2 if run.bf16 else 4) * p + batch * run.train_seq * shape.vocab * (2 if run.bf16 else 4)
-    sharded = strategy in ("fsdp2", "fsdp2-offload", "zero3-offload")
+    sharded = strategy in ("fsdp2", "fsdp2-offload")
     table = 4.0 * shape.vocab * shape.hidden  # the largest tensor: the embedding (or head) table
     if not full:  # LoRA: frozen base, small adapters; activations pass through every layer
         lp = lora_params(shape, run.lora_rank)
@@ -361,13 +360,9 @@ def training_stage(name: str, shape: ModelShape, run: RunSettings, strategy: str
             stage.parts["weights"] = 4 * p / n + gathered
             stage.parts["gradients"] = 4 * p / n + 4 * shape.layer_params
             stage.parts["optimizer"] = 8 * p / n + (4 * p / n if cuda else 0)
-        elif strategy == "fsdp2-offload":
+        else:  # fsdp2-offload
             stage.parts["weights"] = gathered
             stage.parts["gradients"] = 4 * shape.layer_params
-            stage.host_parts["training state (offloaded)"] = 16 * p / n
-        else:  # zero3-offload
-            stage.parts["weights"] = 2 * p / n + gathered
-            stage.parts["gradients"] = 2 * p / n + 4 * shape.layer_params
             stage.host_parts["training state (offloaded)"] = 16 * p / n
         stage.host_parts["model replica (waiting)"] = 4 * p
     stage.parts["activations"] = act
@@ -455,8 +450,8 @@ class StrategyPlan:
 def plan_all(shape: ModelShape, run: RunSettings, gpus: int, gpu_memory: float, host_memory: float | None,
              samples: int = 0, steps: int = 0, global_batch: int = 1, rft_steps: int = 0) -> list[StrategyPlan]:
     """Every way to run on ``gpus`` devices of ``gpu_memory`` bytes (host RAM ``host_memory``, None:
-    unknown). One process only when ``gpus == 1``; DDP/FSDP2/ZeRO-3 over ``gpus`` processes, and the
-    offload engines also on one GPU."""
+    unknown). One process only when ``gpus == 1``; DDP/FSDP2 over ``gpus`` processes, and FSDP2 with
+    CPU offload also on one GPU."""
     out = []
     for strategy in STRATEGIES:
         n = 1 if strategy == "single" else gpus
@@ -485,7 +480,7 @@ def estimate_seconds(shape: ModelShape, run: RunSettings, strategy: str, n: int,
                      rft_steps: int = 0) -> float:
     """Training time of regularization + recovery on CUDA under the stated throughput assumptions
     (:data:`GPU_TFLOPS`, :data:`PCIE_GBPS`, :data:`CPU_ADAM_PARAMS_PER_S`): ``6 P T`` FLOPs
-    (``8 P T`` with checkpointing), spread over ``n`` GPUs; offload engines add the weight traffic
+    (``8 P T`` with checkpointing), spread over ``n`` GPUs; CPU offload adds the weight traffic
     over PCIe (every micro-batch: forward, backward, and the recompute) and the host AdamW step."""
     tflops = GPU_TFLOPS["bf16" if run.bf16 else "fp32"] * 1e12
     flops_per_token = (8 if run.gradient_checkpointing else 6) * shape.params
@@ -493,10 +488,10 @@ def estimate_seconds(shape: ModelShape, run: RunSettings, strategy: str, n: int,
     small = pruned_shape(shape, run)
     rft_tokens = rft_steps * global_batch * run.train_seq
     seconds = (flops_per_token * tokens + 6 * small.params * rft_tokens) / (tflops * n)
-    if strategy in ("fsdp2-offload", "zero3-offload") and steps:
+    if strategy == "fsdp2-offload" and steps:
         micro_per_rank = max(1, math.ceil(global_batch / (n * max(run.train_batch, 1))))
         passes = 3 if run.gradient_checkpointing else 2
-        bytes_per_pass = 2 * shape.params  # bf16 weights in; ZeRO/FSDP move gradients out at a similar size
+        bytes_per_pass = 2 * shape.params  # bf16 weights in; FSDP moves gradients out at a similar size
         seconds += steps * micro_per_rank * passes * bytes_per_pass / (PCIE_GBPS * 1e9)
         seconds += steps * shape.params / (CPU_ADAM_PARAMS_PER_S * n)
     return seconds
@@ -515,10 +510,7 @@ def launch_prefix(strategy: str, gpus: int) -> str:
         return f"torchrun --nproc_per_node {gpus} -m dress prune"
     if strategy == "fsdp2":
         return f"accelerate launch --config_file {cfg}8gpu-fsdp.yaml --num_processes {gpus} -m dress prune"
-    if strategy == "fsdp2-offload":
-        name = "1gpu-fsdp-offload.yaml"
-        return f"accelerate launch --config_file {cfg}{name} --num_processes {gpus} -m dress prune"
-    return f"accelerate launch --config_file {cfg}8gpu-zero3-offload.yaml --num_processes {gpus} -m dress prune"
+    return f"accelerate launch --config_file {cfg}1gpu-fsdp-offload.yaml --num_processes {gpus} -m dress prune"
 
 
 def format_plan(shape: ModelShape, run: RunSettings, plans: list[StrategyPlan], gpus: int, gpu_memory: float,
@@ -618,8 +610,6 @@ def strategy_of(engine: str) -> str:
         return "single"
     if engine == "ddp":
         return "ddp"
-    if engine == "deepspeed":
-        return "zero3-offload"
     offload = os.environ.get("FSDP_OFFLOAD_PARAMS", "false").strip().lower() in ("1", "true", "yes")
     return "fsdp2-offload" if offload else "fsdp2"
 
@@ -715,7 +705,7 @@ def markdown_table(run: RunSettings = PAPER_RUN, gpus: int = 8) -> str:
     """Peak GiB per GPU (host GiB of the node in parentheses) of the whole pipeline for each way to
     run, the paper's protocol (``PAPER_RUN``: bf16 autocast, gradient checkpointing, 1 x 2048
     micro-batch, evaluation 4 x 2048)."""
-    columns = [("single", 1), ("ddp", gpus), ("fsdp2", gpus), ("fsdp2-offload", 1), ("zero3-offload", gpus)]
+    columns = [("single", 1), ("ddp", gpus), ("fsdp2", gpus), ("fsdp2-offload", 1)]
     labels = [f"{STRATEGY_LABELS[s]}, {n} GPU{'s' if n > 1 else ''}" for s, n in columns]
     lines = ["| model | P | " + " | ".join(labels) + " | regularize, one process, no checkpointing |",
              "|" + "---|" * (len(labels) + 3)]

@@ -2,8 +2,8 @@
 
 Takes the same options as ``dress prune`` (and the same presets) plus the hardware: how many GPUs
 and how much memory each has. Prints, per stage and per way to run (one process, DDP, FSDP2, FSDP2
-with CPU offload, ZeRO-3 with the optimizer on the CPU), what each process holds, which fit, and the
-command to run (see :mod:`dress.memory_plan`). Loads no weights; a hub id needs only its config.json.
+with CPU offload), what each process holds, which fit, and the command to run (see
+:mod:`dress.memory_plan`). Loads no weights; a hub id needs only its config.json.
 """
 
 from __future__ import annotations
