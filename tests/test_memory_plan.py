@@ -127,7 +127,7 @@ def test_dress_plan_command_reads_only_the_config(tmp_path, capsys):
 
 def test_prune_refuses_before_loading_when_the_plan_does_not_fit(tmp_path, monkeypatch):
     model_dir, corpus = save_tiny(tmp_path / "tiny", "llama"), write_corpus(tmp_path / "c.txt")
-    monkeypatch.setattr(mp, "available_memory", lambda device_type: (1.0e5, 1.0e5))
+    monkeypatch.setattr("dress.memory_plan.check.available_memory", lambda device_type: (1.0e5, 1.0e5))
     loaded = []
     monkeypatch.setattr("dress.pipeline.load_model", lambda *a, **k: loaded.append(1))
     cfg = PruneConfig(model=str(model_dir), data={"calib": str(corpus)}, evaluate={"source": str(corpus)})

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dress.cli.prune import config_from_args
     from dress.errors import DressError
-    from dress.memory_plan import GiB, format_plan, load_shape, plan_all, settings_from_config, stages_record
+    from dress.memory_plan import (GiB, format_plan, load_shape, plan_all, prune_args, settings_from_config,
+                                   stages_record)
     from dress.presets import apply_preset, default_preset
 
     if args.gpus < 1:
@@ -72,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
                        "training_seconds": p.seconds, "stages": stages_record(p.stages)} for p in plans],
         }, indent=2))
         return 0
-    from dress.memory_plan import _prune_args
-
     print(f"preset {config.preset}")
-    print(format_plan(shape, runset, plans, gpus, memory, host, _prune_args(config)))
+    print(format_plan(shape, runset, plans, gpus, memory, host, prune_args(config)))
     return 0
