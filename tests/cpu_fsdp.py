@@ -24,13 +24,10 @@ FSDP_CONFIG = SHIPPED_CONFIGS / "8gpu-fsdp.yaml"
 def launch_environment(config_file: Path) -> dict[str, str]:
     """The environment ``accelerate launch --config_file FILE`` gives each process (its own code)."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+    from accelerate.utils.launch import prepare_multi_gpu_env
 
     args = launch_command_parser().parse_args(["--config_file", str(config_file), "-m", "dress", "prune"])
-    args, defaults, _ = _validate_launch_command(args)
-    if args.use_deepspeed:
-        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-        return prepare_deepspeed_cmd_env(args)[1]
+    args, _defaults, _ = _validate_launch_command(args)
     env = prepare_multi_gpu_env(args) if args.use_fsdp or args.multi_gpu else {}
     return {**env, "WORLD_SIZE": str(args.num_processes)}
 

@@ -211,19 +211,16 @@ def test_launch_kind_comes_from_the_launcher_environment(monkeypatch):
     assert engine_kind() == "ddp"
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert engine_kind() == "fsdp"
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    assert engine_kind() == "deepspeed"
 
 
-def test_deepspeed_launch_without_deepspeed_is_a_clear_error(monkeypatch):
-    import importlib.util
-
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed")
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(DressError, match=r"dress-llm\[deepspeed\]"):
-        current_runtime("cpu")
+def test_a_deepspeed_launch_config_is_a_clear_error(monkeypatch):
+    """DeepSpeed was removed (it never ran); an accelerate config that still asks for it is refused,
+    with or without a multi-process launcher, naming the FSDP2 configs to use instead."""
+    for world in ("4", "1"):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+        with pytest.raises(DressError, match="FSDP2 config.*1gpu-fsdp-offload.yaml"):
+            current_runtime("cpu")
 
 
 def test_fsdp_on_cpu_and_fsdp1_are_clear_errors(monkeypatch):
@@ -261,7 +258,7 @@ def test_the_memory_table_in_the_docs_is_the_computed_one():
 
 @pytest.mark.parametrize("name,engine", [
     ("1gpu.yaml", "local"), ("1gpu-fsdp-offload.yaml", "fsdp"), ("8gpu-ddp.yaml", "ddp"),
-    ("8gpu-fsdp.yaml", "fsdp"), ("8gpu-zero3-offload.yaml", "deepspeed"),
+    ("8gpu-fsdp.yaml", "fsdp"),
 ])
 def test_shipped_launch_configs_select_the_intended_engine(monkeypatch, name, engine):
     env = cpu_fsdp.launch_environment(cpu_fsdp.SHIPPED_CONFIGS / name)
@@ -272,7 +269,4 @@ def test_shipped_launch_configs_select_the_intended_engine(monkeypatch, name, en
             monkeypatch.setenv(key, value)
     assert engine_kind() == engine
     assert env.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false") == "false"  # refused by current_runtime
-    if engine == "deepspeed":
-        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3"
-        assert env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] == "cpu"
     assert name in (Path(__file__).parents[1] / "docs" / "scale.md").read_text()

@@ -98,9 +98,9 @@ def test_plan_all_picks_what_fits():
     run = mp.RunSettings(train_seq=2048, device_type="cuda", bf16=True, gradient_checkpointing=True)
     plans = mp.plan_all(LLAMA2_7B, run, 1, 80 * mp.GiB, 512 * mp.GiB)
     verdict = {p.strategy: p.fits for p in plans}
-    assert verdict == {"single": False, "fsdp2-offload": True, "zero3-offload": True}  # 16P = 100 GiB > 80
+    assert verdict == {"single": False, "fsdp2-offload": True}  # 16P = 100 GiB > 80
     eight = {p.strategy: p.fits for p in mp.plan_all(LLAMA2_7B, run, 8, 80 * mp.GiB, 512 * mp.GiB)}
-    assert eight == {"ddp": False, "fsdp2": True, "fsdp2-offload": True, "zero3-offload": True}
+    assert eight == {"ddp": False, "fsdp2": True, "fsdp2-offload": True}
     text = mp.format_plan(LLAMA2_7B, run, plans, 1, 80 * mp.GiB, 512 * mp.GiB, "M --out OUT")
     assert "does not fit" in text and "1gpu-fsdp-offload.yaml" in text and "regularize" in text
     small_host = {p.strategy: p.fits for p in mp.plan_all(LLAMA2_7B, run, 1, 80 * mp.GiB, 64 * mp.GiB)}
@@ -127,7 +127,7 @@ def test_dress_plan_command_reads_only_the_config(tmp_path, capsys):
 
 def test_prune_refuses_before_loading_when_the_plan_does_not_fit(tmp_path, monkeypatch):
     model_dir, corpus = save_tiny(tmp_path / "tiny", "llama"), write_corpus(tmp_path / "c.txt")
-    monkeypatch.setattr(mp, "available_memory", lambda device_type: (1.0e5, 1.0e5))
+    monkeypatch.setattr("dress.memory_plan.check.available_memory", lambda device_type: (1.0e5, 1.0e5))
     loaded = []
     monkeypatch.setattr("dress.pipeline.load_model", lambda *a, **k: loaded.append(1))
     cfg = PruneConfig(model=str(model_dir), data={"calib": str(corpus)}, evaluate={"source": str(corpus)})

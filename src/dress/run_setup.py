@@ -34,7 +34,7 @@ def resolve_run(config, device: torch.device, runtime):
     planned = None
     verdict: list[str] = []
     if not config.skip_memory_check:
-        from dress.memory_plan import check_fits
+        from dress.memory_plan.check import check_fits
 
         try:
             planned = check_fits(config, device.type, runtime.engine, runtime.world, notes=verdict)
@@ -52,7 +52,7 @@ def cuda_bf16_supported(device: torch.device) -> bool:
 
 def run_record(config, planned: dict) -> dict:
     """The record's ``preset``, ``differs_from_preset``, ``memory_plan`` and ``batch_adapted`` entries."""
-    from dress.memory_plan import stages_record
+    from dress.memory_plan.render import stages_record
     from dress.presets import differences
 
     out = {"preset": config.preset, "differs_from_preset": differences(config)}

@@ -2,8 +2,8 @@
 
 Takes the same options as ``dress prune`` (and the same presets) plus the hardware: how many GPUs
 and how much memory each has. Prints, per stage and per way to run (one process, DDP, FSDP2, FSDP2
-with CPU offload, ZeRO-3 with the optimizer on the CPU), what each process holds, which fit, and the
-command to run (see :mod:`dress.memory_plan`). Loads no weights; a hub id needs only its config.json.
+with CPU offload), what each process holds, which fit, and the command to run (see
+:mod:`dress.memory_plan`). Loads no weights; a hub id needs only its config.json.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dress.cli.prune import config_from_args
     from dress.errors import DressError
-    from dress.memory_plan import GiB, format_plan, load_shape, plan_all, settings_from_config, stages_record
+    from dress.memory_plan import (GiB, format_plan, load_shape, plan_all, prune_args, settings_from_config,
+                                   stages_record)
     from dress.presets import apply_preset, default_preset
 
     if args.gpus < 1:
@@ -72,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
                        "training_seconds": p.seconds, "stages": stages_record(p.stages)} for p in plans],
         }, indent=2))
         return 0
-    from dress.memory_plan import _prune_args
-
     print(f"preset {config.preset}")
-    print(format_plan(shape, runset, plans, gpus, memory, host, _prune_args(config)))
+    print(format_plan(shape, runset, plans, gpus, memory, host, prune_args(config)))
     return 0

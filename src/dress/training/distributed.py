@@ -1,12 +1,12 @@
 """Where this process stands in a multi-process launch, and the few collective helpers the
-pipeline needs. The engines themselves (DDP, FSDP2, DeepSpeed ZeRO) come from Hugging Face
+pipeline needs. The engines themselves (DDP, FSDP2) come from Hugging Face
 accelerate (:mod:`dress.training.engine`); this module only decides whether one is in use and exposes rank,
 barriers, broadcasts, main-process-only logging and each rank's share of a global batch.
 
 Contract:
   * A process is *launched* when a launcher started it as one of several (``WORLD_SIZE > 1``:
-    ``torchrun``, ``accelerate launch``), or with an accelerate FSDP/DeepSpeed config
-    (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``), which shards even with one process.
+    ``torchrun``, ``accelerate launch``), or with an accelerate FSDP config (``ACCELERATE_USE_FSDP``),
+    which shards even with one process.
   * Not launched, :func:`current_runtime` returns the local :class:`Runtime` without importing
     accelerate or touching ``torch.distributed``: plain ``dress prune`` stays the single-process
     program it always was.
@@ -18,7 +18,6 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,24 +28,23 @@ import torch
 from dress.environment import env_flag
 from dress.errors import DressError
 
-Engine = Literal["local", "ddp", "fsdp", "deepspeed"]
+Engine = Literal["local", "ddp", "fsdp"]
 
 
 def launched() -> bool:
-    """Whether this process was started by a multi-process launcher or with an FSDP/DeepSpeed config."""
-    return (
-        int(os.environ.get("WORLD_SIZE", "1")) > 1
-        or env_flag("ACCELERATE_USE_FSDP")
-        or env_flag("ACCELERATE_USE_DEEPSPEED")
-    )
+    """Whether this process was started by a multi-process launcher or with an FSDP config."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or env_flag("ACCELERATE_USE_FSDP")
 
 
 def engine_kind() -> Engine:
-    """Which engine the launch asks for: ``local`` (not launched), ``deepspeed``, ``fsdp`` or ``ddp``."""
+    """Which engine the launch asks for: ``local`` (not launched), ``fsdp`` or ``ddp``. An accelerate
+    config of another engine (DeepSpeed, removed: it never ran) is refused, with or without a launcher."""
+    if env_flag("ACCELERATE_USE_DEEPSPEED"):
+        raise DressError("this launch uses an accelerate DeepSpeed config, which dress no longer supports (it never "
+                         "ran); launch with an FSDP2 config: src/dress/configs/accelerate/8gpu-fsdp.yaml, or "
+                         "1gpu-fsdp-offload.yaml when the model and optimizer state do not fit the GPUs (docs/scale.md)")
     if not launched():
         return "local"
-    if env_flag("ACCELERATE_USE_DEEPSPEED"):
-        return "deepspeed"
     if env_flag("ACCELERATE_USE_FSDP"):
         return "fsdp"
     return "ddp"
@@ -71,8 +69,8 @@ class Runtime:
 
     @property
     def sharded(self) -> bool:
-        """Parameters are split across processes (FSDP2, DeepSpeed ZeRO), not replicated."""
-        return self.engine in ("fsdp", "deepspeed")
+        """Parameters are split across processes (FSDP2), not replicated."""
+        return self.engine == "fsdp"
 
     def barrier(self) -> None:
         """Wait until every process gets here (no-op in one process)."""
@@ -116,7 +114,7 @@ def current_runtime(device: str | None = None) -> Runtime:
     """The runtime of this process; the first call of a launched process joins the process group.
 
     ``device`` is the user's ``--device`` (``cpu`` forces the gloo backend on a GPU machine). Clear
-    errors: a DeepSpeed launch without DeepSpeed installed; FSDP/DeepSpeed on CPU
+    errors: an accelerate config of an engine dress does not support (:func:`engine_kind`); FSDP on CPU
     (:func:`require_gpus_for_sharding`); FSDP1 (its flat parameters hide the tensor layout the
     proximal step needs); FSDP's CPU-RAM-efficient loading (it leaves the model empty on all but the main process, while
     dress keeps one full replica per process outside training).
@@ -124,11 +122,6 @@ def current_runtime(device: str | None = None) -> Runtime:
     kind = engine_kind()
     if kind == "local":
         return Runtime()
-    if kind == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        raise DressError(
-            "this launch uses a DeepSpeed config (ACCELERATE_USE_DEEPSPEED=true) but DeepSpeed is not installed; "
-            "install the optional extra: pip install 'dress-llm[deepspeed]' (or launch with an FSDP config)"
-        )
     cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
     if cpu:
         require_gpus_for_sharding(kind)
@@ -149,10 +142,10 @@ def current_runtime(device: str | None = None) -> Runtime:
 
 
 def require_gpus_for_sharding(kind: Engine) -> None:
-    """Refuse a sharded engine on CPU: accelerate builds FSDP and DeepSpeed only over GPUs (its state
-    falls back to plain CPU data parallel). The test suite lifts this gate, and accelerate's, to run
-    FSDP2 over gloo (tests/cpu_fsdp.py); users get the clear error."""
-    if kind in ("fsdp", "deepspeed"):
+    """Refuse a sharded engine on CPU: accelerate builds FSDP only over GPUs (its state falls back
+    to plain CPU data parallel). The test suite lifts this gate, and accelerate's, to run FSDP2 over
+    gloo (tests/cpu_fsdp.py); users get the clear error."""
+    if kind == "fsdp":
         raise DressError(
             f"{kind.upper()} needs CUDA GPUs (accelerate shards only across GPUs); on CPU launch plain data "
             "parallel: torchrun --nproc_per_node N -m dress prune ..."

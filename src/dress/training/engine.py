@@ -7,26 +7,26 @@ operations in the same order, the same checkpoints (:mod:`dress.training.checkpo
 :class:`AccelerateEngine` -- a launched process (see :mod:`dress.training.distributed`); accelerate does the
 parallelism, dress never writes its own:
 
-* **DDP** (``torchrun`` / ``accelerate launch`` without an FSDP or DeepSpeed config):
+* **DDP** (``torchrun`` / ``accelerate launch`` without an FSDP config):
   ``accelerator.prepare`` wraps the caller's model (its parameters stay the caller's). Each rank
   runs its share of the global batch (:func:`dress.training.distributed.rank_micro_batches`); gradients
   are averaged once per optimizer step (``no_sync`` on the other micro-batches); the weights stay
   identical on every rank, so the step hook (the proximal step) runs unchanged on each. Checkpoints
   are the single-process format (:mod:`dress.training.checkpoint`), written by the main process: a run
   resumes on any number of processes, one included.
-* **FSDP2 / DeepSpeed ZeRO** (sharded): accelerate shards a *twin* of the caller's model -- a deep
-  copy whose parameters start as views of the caller's, so it costs no memory -- while the
-  caller's model waits on the CPU. The proximal step runs on the shards
-  (a hook with ``on_dtensors``/``on_deepspeed``, e.g. :class:`dress.methods.dress.sharded.ProximalPenalty`); other step hooks and ``extra_loss`` (TRSP) need replicated weights and
-  are refused. After the last step the trained weights are gathered one tensor at a time into the
-  caller's parameters and the model returns to its device: everything after training (removal,
-  LoRA merge, evaluation, saving) sees a plain model changed in place, as in one process.
+* **FSDP2** (sharded; with CPU offload for ZeRO-3-sized runs): accelerate shards a *twin* of the
+  caller's model -- a deep copy whose parameters start as views of the caller's, so it costs no
+  memory -- while the caller's model waits on the CPU. The proximal step runs on the shards (a
+  hook with ``on_dtensors``, e.g. :class:`dress.methods.dress.sharded.ProximalPenalty`); other step
+  hooks and ``extra_loss`` (TRSP) need replicated weights and are refused. After the last step the
+  trained weights are gathered one tensor at a time into the caller's parameters and the model
+  returns to its device: everything after training (removal, LoRA merge, evaluation, saving) sees
+  a plain model changed in place, as in one process.
   Checkpoints are the one format of :mod:`dress.training.checkpoint` (safetensors + JSON): the full weights
   and optimizer state are gathered to the main process (``torch.distributed.checkpoint.state_dict``
-  with ``full_state_dict``; DeepSpeed: its ``safe_get_full_*`` helpers) and written like a single
-  process's; every rank loads them back into its shards, so any engine and any number of
-  processes may resume any checkpoint. The FSDP2 path runs in the test suite on CPU
-  (tests/cpu_fsdp.py); the DeepSpeed path has not run.
+  with ``full_state_dict``) and written like a single process's; every rank loads them back into
+  its shards, so any engine and any number of processes may resume any checkpoint. The FSDP2 path
+  runs in the test suite on CPU (tests/cpu_fsdp.py).
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from dress.errors import DressError
 from dress.training.schedule import batch_indices
 
 
-def make_optimizer(param_groups: list[dict], settings, optimizer_class=None) -> torch.optim.Optimizer:
+def make_optimizer(param_groups: list[dict], settings) -> torch.optim.Optimizer:
     """AdamW (betas 0.9/0.95) over ``param_groups``: the optimizer of every training stage."""
-    optimizer_class = optimizer_class or torch.optim.AdamW
-    return optimizer_class(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
+    return torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95))
 
 
 def make_engine(settings) -> LocalEngine | AccelerateEngine:
@@ -111,7 +110,7 @@ class LocalEngine:
 
 
 class AccelerateEngine(LocalEngine):
-    """A launched process: DDP, FSDP2 or DeepSpeed through accelerate (see module docstring)."""
+    """A launched process: DDP or FSDP2 through accelerate (see module docstring)."""
 
     def __init__(self, runtime: Runtime, settings):
         from accelerate import Accelerator
@@ -120,23 +119,21 @@ class AccelerateEngine(LocalEngine):
         self.runtime = runtime
         self.sharded = runtime.sharded
         per_step = settings.batch_size * settings.grad_accum
-        try:
-            shares = rank_micro_batches(torch.arange(per_step), settings.batch_size, runtime.rank, runtime.world)
+        try:  # a global batch that does not split over the processes is refused before anything is built
+            rank_micro_batches(torch.arange(per_step), settings.batch_size, runtime.rank, runtime.world)
         except DressError as err:
             raise DressError(f"{settings.desc}: {err}") from None
-        self.n_micro, self.micro_size = len(shares), len(shares[0])
         cpu = runtime.device.type == "cpu"
         # DDP keeps dress's own autocast (as in one process); sharded engines cast parameters themselves.
         mixed = "bf16" if settings.bf16 and not cpu and self.sharded else "no"
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed)
-        # dress scales the loss of each micro-batch itself; only DeepSpeed counts micro-batches
-        # (and a launch flag or env value for accumulation must not rescale the loss again).
-        self.accelerator.gradient_accumulation_steps = self.n_micro if runtime.engine == "deepspeed" else 1
+        # dress scales the loss of each micro-batch itself (a launch flag or env value for
+        # accumulation must not rescale the loss again).
+        self.accelerator.gradient_accumulation_steps = 1
         self.home: torch.device | None = None
         self.model: nn.Module | None = None  # the caller's model, while its twin trains (sharded)
         self.twin: nn.Module | None = None
         self.prepared: nn.Module | None = None
-        self.optimizer_ref = None
         self.live: dict[str, torch.Tensor] = {}
         self.trained: list[str] = []
 
@@ -156,7 +153,7 @@ class AccelerateEngine(LocalEngine):
             raise DressError(
                 f"{self.settings.desc}: this stage needs replicated weights (its penalty reads the forward pass "
                 f"or the parameters directly), which {self.runtime.engine.upper()} shards; launch it with plain "
-                "data parallel (accelerate launch without an FSDP/DeepSpeed config, or torchrun)"
+                "data parallel (accelerate launch without an FSDP config, or torchrun)"
             )
 
     def prepare(self, model: nn.Module, param_groups: list[dict]):
@@ -169,28 +166,11 @@ class AccelerateEngine(LocalEngine):
         self.twin, twin_of = _twin(model)
         self.trained = [name for name, p in model.named_parameters() if p.requires_grad]
         groups = [{**group, "params": [twin_of[id(p)] for p in group["params"]]} for group in param_groups]
-        optimizer = make_optimizer(groups, self.settings, self._deepspeed_setup())
+        optimizer = make_optimizer(groups, self.settings)
         prepared, optimizer = self.accelerator.prepare(self.twin, optimizer)
-        self.prepared, self.optimizer_ref = prepared, optimizer
+        self.prepared = prepared
         self.live = dict(self.accelerator.unwrap_model(prepared).named_parameters())
         return prepared, optimizer, [p for p in prepared.parameters() if p.requires_grad]
-
-    def _deepspeed_setup(self):
-        """DeepSpeed reads batch geometry and clipping from its config; returns the optimizer class
-        (DeepSpeed's CPU Adam when the config offloads optimizer state, else None: torch AdamW)."""
-        if self.runtime.engine != "deepspeed":
-            return None
-        config = self.accelerator.state.deepspeed_plugin.deepspeed_config
-        config["train_micro_batch_size_per_gpu"] = self.micro_size
-        config["gradient_accumulation_steps"] = self.n_micro
-        config["train_batch_size"] = self.micro_size * self.n_micro * self.runtime.world
-        config["gradient_clipping"] = self.settings.max_grad_norm
-        offload = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
-        if offload in ("cpu", "nvme"):
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-            return lambda groups, **kw: DeepSpeedCPUAdam(groups, adamw_mode=True, **kw)
-        return None
 
     def input_device(self, model: nn.Module) -> torch.device:
         return self.accelerator.device
@@ -200,15 +180,11 @@ class AccelerateEngine(LocalEngine):
         return rank_micro_batches(everything, self.settings.batch_size, self.runtime.rank, self.runtime.world)
 
     def micro_step(self, model: nn.Module, last: bool):
-        if self.runtime.engine == "deepspeed":
-            return self.accelerator.accumulate(model)  # tells DeepSpeed where the step boundary is
         if self.runtime.engine == "ddp" and not last:
             return self.accelerator.no_sync(model)  # average gradients once per optimizer step
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
-        if self.runtime.engine == "deepspeed":
-            loss = loss * self.n_micro  # DeepSpeed divides by its gradient_accumulation_steps itself
         self.accelerator.backward(loss)
 
     def mean(self, values: list[float]) -> list[float]:
@@ -220,9 +196,7 @@ class AccelerateEngine(LocalEngine):
     def after_step(self, hook, step: int, lr_t: float) -> float | None:
         if not self.sharded:
             return hook(step, lr_t)
-        if self.runtime.engine == "fsdp":
-            return hook.on_dtensors(self.live, step, lr_t)
-        return hook.on_deepspeed(self.live, step, lr_t)
+        return hook.on_dtensors(self.live, step, lr_t)
 
     @torch.no_grad()
     def finish(self, model: nn.Module) -> None:
@@ -230,7 +204,7 @@ class AccelerateEngine(LocalEngine):
             return
         own = dict(model.named_parameters())
         for name in self.trained:  # every rank, same order: each gather is a collective
-            full = _full_tensor(self.live[name], self.runtime.engine)
+            full = _full_tensor(self.live[name])
             own[name].data.copy_(full.to(own[name].device, own[name].dtype))
             del full
 
@@ -240,7 +214,7 @@ class AccelerateEngine(LocalEngine):
         self.model = None
         self.live.clear()
         self.twin = None
-        self.prepared = self.optimizer_ref = None
+        self.prepared = None
         self.accelerator.free_memory()
         gc.collect()  # drop DDP's gradient hooks and the shards before the next stage
 
@@ -249,8 +223,6 @@ class AccelerateEngine(LocalEngine):
     def full_state(self, optimizer, with_optimizer: bool):
         """``(model state, optimizer state_dict with indices, parameter names)`` gathered to the main
         process (other processes get empty values). Collective: every rank calls it."""
-        if self.runtime.engine == "deepspeed":
-            return self._deepspeed_full_state(optimizer, with_optimizer)
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -279,10 +251,6 @@ class AccelerateEngine(LocalEngine):
 
         model_state = model_state_with_aliases(loaded)
         description = loaded["state"].get("optimizer")
-        if self.runtime.engine == "deepspeed":
-            self._deepspeed_load(model_state, description, loaded["extra"])
-            restore_rng(loaded["extra"])
-            return
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -301,42 +269,6 @@ class AccelerateEngine(LocalEngine):
             }
             set_optimizer_state_dict(self.prepared, _inner(optimizer), by_name, options=options)
         restore_rng(loaded["extra"])
-
-    def _deepspeed_full_state(self, optimizer, with_optimizer: bool):
-        """DeepSpeed ZeRO: full fp32 weights and Adam moments, gathered one parameter at a time
-        (deepspeed.utils' safe_get_* helpers). Not exercised by the CPU test suite."""
-        from deepspeed.utils import safe_get_full_optimizer_state
-
-        model_state = {name: _full_tensor(p, "deepspeed").cpu() for name, p in self.live.items()}
-        if not with_optimizer:
-            return model_state, None, None
-        names = list(self.live)
-        state = {}
-        for i, name in enumerate(names):
-            moments = {key: safe_get_full_optimizer_state(self.live[name], key) for key in ("exp_avg", "exp_avg_sq")}
-            if all(v is not None for v in moments.values()):
-                state[i] = {key: v.cpu() for key, v in moments.items()}
-        steps = [g.get("step", 0) for g in _inner(optimizer).param_groups]
-        groups = [{"params": list(range(len(names))), "step": int(steps[0]) if steps else 0}]
-        return model_state, {"state": state, "param_groups": groups}, names
-
-    def _deepspeed_load(self, model_state: dict, description: dict | None, extra: dict) -> None:
-        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
-
-        from dress.training.checkpoint import unflatten_optimizer
-
-        for name, p in self.live.items():
-            safe_set_full_fp32_param(p, model_state[name].to(p.device))
-        if description is None:
-            return
-        names = [name for group in description["param_groups"] for name in group["params"]]
-        by_index = unflatten_optimizer(extra, description, names)
-        for i, values in by_index["state"].items():
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in values:
-                    safe_set_full_optimizer_state(self.live[names[i]], values[key], key)
-        for group in _inner(self.optimizer_ref).param_groups if self.optimizer_ref is not None else []:
-            group["step"] = description["param_groups"][0].get("step", 0)
 
 
 def _inner(optimizer):
@@ -357,15 +289,8 @@ def _twin(model: nn.Module) -> tuple[nn.Module, dict[int, nn.Parameter]]:
     return copy.deepcopy(model, memo), twin_of
 
 
-def _full_tensor(param: torch.Tensor, engine: str) -> torch.Tensor:
-    """The whole (unsharded, full-precision) value of a live parameter. Collective."""
-    if engine == "deepspeed":
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        full = safe_get_full_fp32_param(param)
-        if full is None:
-            raise DressError("DeepSpeed holds no fp32 master weight for a trained parameter")
-        return full
+def _full_tensor(param: torch.Tensor) -> torch.Tensor:
+    """The whole (unsharded) value of a live parameter. Collective."""
     from torch.distributed.tensor import DTensor
 
     return param.full_tensor() if isinstance(param, DTensor) else param.detach()

@@ -6,7 +6,7 @@
 * ``direct``-- remove the chosen channels with no regularization ("w/o R").
 
 Files: ``selection.py`` (which channels), ``penalty.py`` (groups, penalty, proximal step),
-``sharded.py`` (the same step on FSDP2/DeepSpeed shards), ``stage.py`` (the regularization stage),
+``sharded.py`` (the same step on FSDP2 shards), ``stage.py`` (the regularization stage),
 ``method.py`` (select -> regularize -> remove). The tensor surgery that removes channels is shared
 with other methods and lives in :mod:`dress.pruning.hidden`.
 """

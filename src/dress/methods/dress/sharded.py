@@ -16,12 +16,7 @@ Where the parameters live decides how it runs:
     inputs, embedding columns) spans the ranks: each rank sums its part of every column's squares,
     one ``all_reduce`` per tensor gives the full norms, each rank scales its part. Communication is
     one vector of ``len(channels)`` per tensor, never a whole weight; the result equals the
-    single-process step up to float summation order;
-  * DeepSpeed ZeRO: the optimizer owns fp32 master weights, so writing the module's (bf16,
-    partitioned) parameters would be undone at the next step. :func:`deepspeed_proximal_step`
-    gathers each fp32 master (``deepspeed.utils.safe_get_full_fp32_param``), applies the stock step
-    to it, writes it back (``safe_set_full_fp32_param``) and refreshes the low-precision copy the
-    next forward uses. One full tensor at a time (memory: the largest weight).
+    single-process step up to float summation order.
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from dress.pruning.shrink import soft_threshold
 from dress.errors import DressError
@@ -62,11 +56,6 @@ class ProximalPenalty:
         """FSDP2: the same step on ``params`` (name -> live parameter of the sharded model)."""
         shrink = self.shrink(step, lr_t)
         return self.report(dtensor_proximal_step(self.slices, params, self.norm, shrink, self.offsets, self.scales))
-
-    def on_deepspeed(self, params: Mapping[str, torch.Tensor], step: int, lr_t: float) -> float:
-        """DeepSpeed ZeRO: the same step on the optimizer's fp32 master weights."""
-        shrink = self.shrink(step, lr_t)
-        return self.report(deepspeed_proximal_step(self.slices, params, self.norm, shrink, self.offsets, self.scales))
 
 
 def _shard_layout(param) -> tuple[torch.Tensor, int, int, object]:
@@ -150,41 +139,4 @@ def dtensor_proximal_step(
                 local.index_copy_(1, index, new.reshape(len(index), local.shape[0], *local.shape[2:]).transpose(0, 1))
             else:
                 local.index_copy_(0, index, new.reshape(len(index), *local.shape[1:]))
-    return before
-
-
-@torch.no_grad()
-def deepspeed_proximal_step(
-    slices: Sequence[GroupSlice],
-    params: Mapping[str, nn.Parameter],
-    norm: str,
-    shrink: float,
-    offsets: Mapping[str, float] | None = None,
-    scales: Scales | None = None,
-) -> float:
-    """:func:`dress.methods.dress.penalty.proximal_step` on DeepSpeed ZeRO's fp32 master weights (module docstring).
-
-    Collective: every rank calls it with the same slices in the same order. Not exercised by the
-    test suite (DeepSpeed is an optional extra and needs GPUs).
-    """
-    import deepspeed
-    from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
-
-    before = 0.0
-    for s in slices:
-        param = params[s.name]
-        full = safe_get_full_fp32_param(param)
-        if full is None:
-            raise DressError(f"DeepSpeed holds no fp32 master weight for {s.name}; is it trainable?")
-        offset = (offsets or {}).get(s.name, 0.0)
-        stock = GroupSlice(s.name, full, s.dim, s.index.to(full.device))
-        before += proximal_step([stock], norm, shrink, {s.name: offset}, scales)
-        if shrink > 0:
-            safe_set_full_fp32_param(param, full)
-            if hasattr(param, "ds_id"):  # ZeRO-3: the working copy is partitioned too
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
-                    if torch.distributed.get_rank() == 0:
-                        param.data.copy_(full.to(param.device, param.dtype))
-            else:
-                param.data.copy_(full.to(param.device, param.dtype))
     return before

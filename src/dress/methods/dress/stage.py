@@ -105,7 +105,7 @@ def regularize(
 
 def _proximal_hook(penalized, offsets, scales, config: RegularizeConfig, settings, lam: float) -> ProximalPenalty:
     """``proximal_step(penalized, norm, lam * lr_t / shrink_lr, ...)`` after every optimizer step, also
-    on sharded weights (FSDP/DeepSpeed, see :mod:`dress.methods.dress.sharded`), where ``shrink_lr``
+    on sharded weights (FSDP2, see :mod:`dress.methods.dress.sharded`), where ``shrink_lr``
     sums the learning rate over the first ``shrink_until`` of the steps. Logs ``lam * R / R_0``
     (``R`` before the shrink, ``R_0`` from the model before training, also on resume)."""
     shrink_steps = max(1, math.ceil(config.shrink_until * settings.steps))
