@@ -35,7 +35,6 @@ import contextlib
 import copy
 import gc
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
