@@ -10,6 +10,7 @@ results that stock transformers cannot build (see :mod:`dress.io.saving`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -131,6 +132,25 @@ def read_model_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise DressError(f"{file} does not hold a JSON object; restore the model folder")
     return config
+
+
+def model_config(spec: str | None):
+    """The transformers config of a bundled name, local folder or hub id (``AutoConfig``), read once
+    per process for each version of its ``config.json`` (the memory plan and the saved dtype both ask
+    for it); DressError when it cannot be read. Callers must not modify it."""
+    source, path = resolve_model_path(spec)
+    stamp = (path / "config.json").stat().st_mtime_ns if path is not None and (path / "config.json").is_file() else None
+    return _auto_config(str(path) if path is not None else source, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _auto_config(where: str, stamp: int | None):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(where)
+    except (OSError, ValueError) as err:
+        raise DressError(f"cannot read the config of {where!r}: {err}") from None
 
 
 def check_supported_architecture(spec: str | None) -> None:

@@ -13,14 +13,12 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
 def source_dtype_name(spec: str | None) -> str:
     """The dtype the source checkpoint is stored in (its config's ``dtype``/``torch_dtype``), e.g.
     ``float16`` for Llama-2; ``float32`` when the config does not say."""
-    from transformers import AutoConfig
+    from dress.errors import DressError
+    from dress.io.loading import model_config
 
-    from dress.io.loading import resolve_model_path
-
-    source, path = resolve_model_path(spec)
     try:
-        cfg = AutoConfig.from_pretrained(str(path) if path is not None else source)
-    except (OSError, ValueError):
+        cfg = model_config(spec)
+    except DressError:
         return "float32"
     cfg = getattr(cfg, "text_config", None) or cfg
     name = str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "float32")

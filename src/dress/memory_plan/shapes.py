@@ -78,19 +78,12 @@ def shape_from_config(config, name: str = "") -> ModelShape:
 
 def load_shape(spec: str | None) -> ModelShape:
     """The shape of a bundled name, local folder or hub id, from its ``config.json`` only."""
-    from transformers import AutoConfig
-
-    from dress.errors import DressError
-    from dress.io.loading import check_supported_architecture, resolve_model_path
+    from dress.io.loading import check_supported_architecture, model_config, resolve_model_path
 
     source, path = resolve_model_path(spec)
     if path is not None:
         check_supported_architecture(spec)  # a broken config.json or an unsupported family: the loader's own message
-    try:
-        config = AutoConfig.from_pretrained(str(path) if path is not None else source)
-    except (OSError, ValueError) as err:
-        raise DressError(f"cannot read the config of {source!r}: {err}") from None
-    return shape_from_config(config, source)
+    return shape_from_config(model_config(spec), source)
 
 
 def llama_shape(name: str, hidden: int, inter: int, layers: int, heads: int, kv_heads: int, vocab: int = 32000,
