@@ -252,3 +252,27 @@ def test_cpu_weights_leave_the_checkpoint_memory_map(tmp_path):
         assert p.untyped_storage().nbytes() == p.numel() * p.element_size()
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
     assert len(before) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("settings", [
+    {"method": "trsp", "bf16": True, "trsp": {"gradient_checkpointing": True, "steps2": 7},
+     "recovery": {"mode": "full", "targets": ["q_proj", "v_proj"], "enabled": True}},
+    {"method": "llm-surgeon", "llm_surgeon": {"shots": 3}, "evaluate": {"enabled": False}, "preset": "paper"},
+    {"method": "dress", "regularize": {"lam": 2.0, "mode": "penalty"}, "data": {"split": "1:0"}},
+])
+def test_the_printed_command_repeats_the_planned_run(settings):
+    """The plan's "run it" line names every setting that differs from the preset, for every method:
+    parsed back by `dress prune` it gives the same config."""
+    import shlex
+
+    from dress.cli import build_parser
+    from dress.cli.prune import config_from_args
+    from dress.config import PruneConfig
+    from dress.memory_plan import prune_args
+    from dress.presets import apply_preset
+
+    config = PruneConfig.model_validate({"model": "smollm2-135m", **settings})
+    config = apply_preset(config, config.preset or "cpu-demo")
+    argv = ["prune", *shlex.split(prune_args(config))]
+    again = config_from_args(build_parser().parse_args(argv))
+    assert apply_preset(again, again.preset or "cpu-demo").model_dump() == config.model_dump()

@@ -98,7 +98,7 @@ class _PruneBase(StrictConfig):
     device: str | None = Field(None, description="cpu, cuda, cuda:1 (default: cuda if available)")
     bf16: bool | None = Field(None, description="bf16 autocast (default: on GPU, off on CPU)")
     seed: int = Field(0, description="training seed")
-    # issue 16: the memory plan's check, the output's dtype, named protocols (dress.memory_plan, dress.presets)
+    # what is settled before loading: the memory plan's check, the output's dtype, named protocols (dress.memory_plan, dress.presets)
     skip_memory_check: bool = Field(
         False, description="load the model even when the memory plan (dress plan) says the run will not fit")
     save_dtype: Literal["source", "fp32", "bf16", "fp16"] = Field(

@@ -221,7 +221,7 @@ def prepare(
 
 @torch.no_grad()
 def _own_memory(model: torch.nn.Module) -> None:
-    """Copy every parameter and buffer out of the checkpoint's memory map (issue 16). On CPU an
+    """Copy every parameter and buffer out of the checkpoint's memory map. On CPU an
     fp32 safetensors file is mapped, not read: its tensors share one file-backed storage, so pages
     written in training stay resident until the *last* tensor of the file is gone, and removing
     channels held the old and the new model at once. Owned tensors are freed one by one."""

@@ -1,4 +1,4 @@
-"""What ``dress prune`` settles before it loads anything (issue 16): the preset, bf16 on this
+"""What ``dress prune`` settles before it loads anything: the preset, bf16 on this
 device, the global batch for this many processes, and the memory plan's verdict.
 
 Contract of :func:`resolve_run`: returns the config the run will use (the preset applied, the

@@ -39,12 +39,22 @@ def launch_prefix(strategy: str, gpus: int) -> str:
 
 
 def prune_args(config) -> str:
-    """``MODEL --out OUT`` plus the options that set the plan's memory, for the printed command."""
-    args = [config.model or "smollm2-135m", "--out", "OUT", "--method", config.method]
+    """``MODEL --out OUT --method M [--preset P]`` plus a flag for every setting that differs from the
+    preset (every method's and block's alike), so the printed command repeats the planned run."""
+    from dress.config import flag_of
+    from dress.presets import differences
+
+    args = [str(config.model or "smollm2-135m"), "--out", "OUT", "--method", config.method]
     if config.preset:
         args += ["--preset", config.preset]
-    if config.regularize.gradient_checkpointing:
-        args.append("--gradient-checkpointing")
-    if config.bf16:
-        args.append("--bf16")
+    for dotted, value in differences(config).items():
+        flag = flag_of(dotted)
+        if flag is None or dotted == "method" or value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif isinstance(value, (list, tuple)):
+            args += [flag, ",".join(str(v) for v in value)]
+        else:
+            args += [flag, str(value)]
     return " ".join(args)

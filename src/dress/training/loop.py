@@ -120,7 +120,7 @@ def _train_loop(engine, model, samples, settings, after_step, checkpoint_dir, re
     start = 0
     if resume and checkpoint_dir is not None:
         start, history = _resume(engine, checkpoint_dir, model, optimizer, settings)
-    use_bf16 = settings.bf16  # bf16 autocast on CUDA and on CPU (issue 16)
+    use_bf16 = settings.bf16  # bf16 autocast on CUDA and on CPU alike
     trained.train()
     t0 = time.perf_counter() - history.seconds
     bar = progress(range(start, settings.steps), desc=settings.desc, initial=start, total=settings.steps, dynamic_ncols=True,
