@@ -1,4 +1,4 @@
-"""Layer removal, layer gates, and the depth methods (SLEB, ShortGPT, TRSP) on tiny models."""
+"""Layer removal, layer gates, and the layer methods (SLEB, ShortGPT; TRSP's own mechanics: methods/trsp/tests) on tiny models."""
 
 from __future__ import annotations
 
@@ -10,29 +10,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dress.adapters import adapter_for
-from dress.config import PruneConfig
 from dress.methods.depth.config import DepthConfig
-from dress.methods.trsp.config import TRSPConfig
 from dress.errors import DressError
 from dress.methods import get as get_method
-from dress.methods.base import PruneContext
-from dress.pipeline import StageClock
 from dress.pruning.gates import LayerGates, record_residual_updates, skipped_layers, stream_outputs
 from dress.pruning.layers import layers_for_ratio, remove_layers, removal_note
 from dress.training.loop import TrainSettings, train
-from tiny_models import MODEL_TYPES, sample_ids, save_tiny, tiny_model, write_corpus
+from tiny_models import MODEL_TYPES, lm_loss, method_context as context, one_thread, sample_ids, save_tiny, tiny_model, write_corpus  # noqa: F401 (one_thread: an autouse fixture)
 
 ATOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine intra-op threads
-    oversubscribe it (measured: 15 tiny training steps 9.5 s with 2 threads, 0.6 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def logits(model, ids):
@@ -49,20 +35,6 @@ def zero_layer_update(model, index: int) -> None:
             module.weight.zero_()
             if module.bias is not None:
                 module.bias.zero_()
-
-
-def context(model, method: str, ids: torch.Tensor, tmp_path, **config) -> PruneContext:
-    cfg = PruneConfig(method=method, **config)
-    return PruneContext(
-        model=model, tokenizer=None, config=cfg, reg_part=ids, rec_part=ids[:1], device=torch.device("cpu"),
-        bf16=False, work_dir=tmp_path / "work", resume=False, clock=StageClock(torch.device("cpu")),
-        held_out_loss=lambda m: lm_loss(m, ids),
-    )
-
-
-def lm_loss(model, ids) -> float:
-    with torch.no_grad():
-        return float(model(input_ids=ids, labels=ids).loss)
 
 
 def fitted_tiny_model(model_type: str, ids: torch.Tensor):
@@ -273,57 +245,6 @@ def test_sleb_removes_the_layer_whose_removal_hurts_least(model_type, tmp_path):
     assert outcome.report["sleb_order"][0] == 2
     assert len(outcome.report["sleb_rounds"][1]) == 2  # round 2 scores the two remaining layers
     assert outcome.record["layers"]["after"] == 1
-
-
-@pytest.mark.parametrize("model_type", ["llama", "phi"])
-def test_trsp_stage2_shrinks_the_chosen_layers_updates(model_type, tmp_path):
-    ids = sample_ids(batch=4, seq=16)
-
-    def run(lam2: float) -> dict:
-        model = tiny_model(model_type)
-        trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=lam2, steps2=8, lr=3e-3, gate_lr=0.0, warmup_steps=0, shrink2=0.0)
-        ctx = context(model, "trsp", ids, tmp_path / str(lam2), depth=DepthConfig(layers=1), trsp=trsp)
-        return get_method("trsp").function()(ctx).report["trsp"]
-
-    # gate_lr is 0 in stage 2 too: only the weights can shrink the update, so this tests the penalty.
-    penalized, free = run(10.0), run(0.0)
-    layer = str(penalized["chosen"][0])
-    assert penalized["update_ratio"][layer] < 0.7
-    assert penalized["update_ratio"][layer] < free["update_ratio"][layer] - 0.2
-
-
-@pytest.mark.parametrize("model_type", ["llama", "phi"])
-def test_trsp_stage2_gate_shrink_zeroes_the_chosen_layers_and_makes_removal_exact(model_type, tmp_path):
-    ids = sample_ids(batch=4, seq=16)
-    trsp = TRSPConfig(lam1=0.05, steps1=4, lam2=0.0, steps2=6, lr=3e-3, warmup_steps=0, shrink2=1.5)
-    ctx = context(tiny_model(model_type), "trsp", ids, tmp_path, depth=DepthConfig(layers=1), trsp=trsp)
-    outcome = get_method("trsp").function()(ctx)
-    chosen = outcome.report["trsp"]["chosen"][0]
-    assert outcome.record["trsp_gates"]["final"][chosen] == 0.0
-    assert outcome.report["trsp"]["update_ratio"][str(chosen)] == 0.0
-    assert abs(outcome.report["prune_gap_nats"]) < 1e-4
-
-
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_trsp_end_to_end_records_gates_and_keeps_the_gated_behaviour(model_type, tmp_path):
-    """With stage 2 off, the result equals the stage-1 gated model minus the chosen layers."""
-    model, ids = tiny_model(model_type), sample_ids(batch=2, seq=12)
-    trsp = TRSPConfig(lam1=1.0, steps1=3, steps2=0, gate_lr=0.1, warmup_steps=0)
-    ctx = context(model, "trsp", ids, tmp_path, depth=DepthConfig(layers=1), trsp=trsp)
-    outcome = get_method("trsp").function()(ctx)
-    gates = outcome.record["trsp_gates"]["stage1"]
-    chosen = outcome.report["trsp"]["chosen"]
-    assert len(gates) == 3 and all(g < 1.0 for g in gates)  # the l1 term pulled every gate down
-    assert chosen == [min(range(3), key=lambda i: abs(gates[i]))]
-    assert outcome.record["layers_removed"] == chosen
-    assert outcome.model.config.num_hidden_layers == 2
-    assert not any("dress_gate" in n for n in outcome.model.state_dict())
-
-    # Rebuild the gated model from scratch and zero the chosen gate: removal must match it.
-    reference = tiny_model(model_type)
-    ref_gates = LayerGates(reference)
-    ref_gates.set([0.0 if i in chosen else g for i, g in enumerate(gates)])
-    torch.testing.assert_close(logits(outcome.model, ids), logits(reference, ids), atol=ATOL, rtol=0.0)
 
 
 @pytest.mark.parametrize("method", ["trsp", "shortgpt", "sleb"])
