@@ -10,10 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import dress
-from tiny_models import byte_tokenizer, sample_ids, save_tiny, tiny_model, write_corpus
+from tiny_models import byte_tokenizer, FAST_SETTINGS, sample_ids, save_tiny, tiny_model, write_corpus
 
-FAST = {"data.samples": 8, "data.seq_len": 32, "regularize.steps": 3, "recovery.steps": 2, "device": "cpu",
-        "evaluate.seq_len": 32, "evaluate.max_tokens": 256}
+FAST = FAST_SETTINGS
 
 
 def corpus_text(tmp_path) -> str:

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from dress.cli import main
-from tiny_models import byte_tokenizer, save_tiny, tiny_model, write_corpus
+from tiny_models import byte_tokenizer, FAST_FLAGS, save_tiny, tiny_model, write_corpus
 
-QUICK = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
-         "--eval-tokens", "256", "--device", "cpu"]
+QUICK = FAST_FLAGS
 NO_TEXT = ["--method", "direct", "--selection", "last", "--no-rft", "--no-eval", "--device", "cpu"]
 
 

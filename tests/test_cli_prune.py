@@ -10,10 +10,9 @@ from transformers import AutoModelForCausalLM
 
 import dress
 from dress.cli import main
-from tiny_models import sample_ids, save_tiny, write_corpus
+from tiny_models import FAST_FLAGS, sample_ids, save_tiny, write_corpus
 
-FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
-        "--eval-tokens", "256", "--device", "cpu"]
+FAST = FAST_FLAGS
 
 
 @pytest.fixture()

@@ -10,10 +10,9 @@ import pytest
 import dress.pipeline
 from dress.cli import main
 from dress.comparison.report import preserved_caption, preserved_grid
-from tiny_models import save_tiny, write_corpus
+from tiny_models import FAST_FLAGS, save_tiny, write_corpus
 
-FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
-        "--eval-tokens", "256", "--device", "cpu", "--lam", "2"]
+FAST = [*FAST_FLAGS, "--lam", "2"]
 
 PRUNE_PREPARED = dress.pipeline.prune_prepared
 

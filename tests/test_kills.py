@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny_models import save_tiny, write_corpus
+from tiny_models import EVERY_METHOD_SMALL, flags_of, save_tiny, write_corpus
 
 pytestmark = pytest.mark.processes  # launches processes or runs a whole pipeline: `make test-quick` skips it
 
@@ -170,8 +170,7 @@ def test_kills_in_every_stage_then_resume_give_the_uninterrupted_weights(tmp_pat
 
 
 # every registered method's own small settings; flags of other methods are accepted and ignored
-METHOD_ARGS = ["--score-samples", "2", "--hybrid-layers", "1", "--surgeon-shots", "1", "--surgeon-samples", "4",
-               "--trsp-steps1", "2", "--trsp-steps2", "2"]
+METHOD_ARGS = flags_of(EVERY_METHOD_SMALL)
 
 
 def _method_names() -> list[str]:

@@ -12,10 +12,9 @@ from dress import memory_plan as mp
 from dress.cli import main
 from dress.config import PruneConfig
 from dress.errors import DressError
-from tiny_models import save_tiny, tiny_config, tiny_model, write_corpus
+from tiny_models import FAST_FLAGS, save_tiny, tiny_config, tiny_model, write_corpus
 
-FAST = ["--samples", "8", "--seq-len", "32", "--steps", "3", "--rft-steps", "2", "--eval-seq-len", "32",
-        "--eval-tokens", "256", "--device", "cpu"]
+FAST = FAST_FLAGS
 
 # Hand-computed for tests/tiny_models.py's llama (V=258, h=48, i=96, 4 heads x 16, 2 KV heads, 3 layers, tied):
 #   embedding 258*48 = 12384; per layer q 48*64 + k 48*32 + v 48*32 + o 64*48 + 3 * 48*96 + 2 norms * 48 = 23136;

@@ -15,11 +15,9 @@ import dress
 from dress.adapters import parameter_count
 from dress.memory_plan import plan_stages, pruned_shape, settings_from_config, shape_from_config
 from dress.methods import methods
-from tiny_models import byte_tokenizer, sample_ids, tiny_model, write_corpus
+from tiny_models import byte_tokenizer, EVERY_METHOD_SMALL, FAST_SETTINGS, sample_ids, tiny_model, write_corpus
 
-FAST = {"data.samples": 8, "data.seq_len": 32, "regularize.steps": 2, "recovery.steps": 2, "device": "cpu",
-        "evaluate.seq_len": 32, "evaluate.max_tokens": 256, "trsp.steps1": 2, "trsp.steps2": 2,
-        "depth.score_samples": 2, "llm_surgeon.samples": 4, "llm_surgeon.shots": 1, "hybrid.layers": 1}
+FAST = {**FAST_SETTINGS, "regularize.steps": 2, **EVERY_METHOD_SMALL}
 NOT_PLANNED = {"read text", "calibration data"}  # a few MB of tokens: the plan leaves them out on purpose
 ZEROS_IN_PLACE = {"llm-surgeon"}
 

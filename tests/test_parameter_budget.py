@@ -9,11 +9,10 @@ import dress
 from dress.adapters import parameter_count
 from dress.methods import methods
 from dress.pruning.budget import Shape, fit_budget
-from tiny_models import byte_tokenizer, tiny_model, write_corpus
+from tiny_models import byte_tokenizer, EVERY_METHOD_SMALL, tiny_model, write_corpus
 
 FAST = {"data.samples": 8, "data.seq_len": 32, "regularize.steps": 2, "recovery.enabled": False, "device": "cpu",
-        "evaluate.enabled": False, "trsp.steps1": 2, "trsp.steps2": 2, "depth.score_samples": 2,
-        "llm_surgeon.samples": 4, "llm_surgeon.shots": 1, "selection": "last", "hybrid.layers": 1}
+        "evaluate.enabled": False, "selection": "last", **EVERY_METHOD_SMALL}
 
 
 def test_fit_budget_takes_the_nearest_shape_and_a_tie_goes_to_the_smaller_model():

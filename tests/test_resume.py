@@ -12,10 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from dress.cli import main
-from tiny_models import save_tiny, tiny_model, write_corpus
+from tiny_models import FAST_SETTINGS, flags_of, save_tiny, tiny_model, write_corpus
 
-FAST = ["--samples", "8", "--seq-len", "32", "--steps", "4", "--rft-steps", "2", "--eval-seq-len", "32",
-        "--eval-tokens", "256", "--device", "cpu", "--method", "dress", "--lam", "2", "--checkpoint-every", "1"]
+FAST = [*flags_of({**FAST_SETTINGS, "regularize.steps": 4}), "--method", "dress", "--lam", "2", "--checkpoint-every", "1"]
 
 
 @pytest.fixture()

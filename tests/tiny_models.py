@@ -139,3 +139,30 @@ def lm_loss(model, ids) -> float:
     with torch.no_grad():
         return float(model(input_ids=ids, labels=ids).loss)
 
+
+# Settings that make a whole run take seconds on the tiny models, shared by every test that runs one:
+# as dotted config fields (the Python API, dress compare) and as `dress prune` flags.
+FAST_SETTINGS = {"data.samples": 8, "data.seq_len": 32, "regularize.steps": 3, "recovery.steps": 2, "device": "cpu",
+                 "evaluate.seq_len": 32, "evaluate.max_tokens": 256}
+# every method's own knobs at their smallest, for tests that run all registered methods
+EVERY_METHOD_SMALL = {"trsp.steps1": 2, "trsp.steps2": 2, "depth.score_samples": 2, "llm_surgeon.samples": 4,
+                      "llm_surgeon.shots": 1, "hybrid.layers": 1}
+
+
+def flags_of(settings: dict) -> list[str]:
+    """``dress prune`` flags for dotted ``settings`` (each field's own flag; booleans as --x / --no-x)."""
+    from dress.config import flag_of
+
+    argv: list[str] = []
+    for dotted, value in settings.items():
+        flag = flag_of(dotted)
+        assert flag, f"no flag for {dotted}"
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag.removeprefix("--"))
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+FAST_FLAGS = flags_of(FAST_SETTINGS)
+
