@@ -3,8 +3,9 @@ every adapter): a new method that forgets a hook fails here.
 
 For each method, on a tiny Llama: the memory plan names exactly the stages the run records; the
 plan's output size is the real one (LLM Surgeon: an upper bound, its zeros stay in place); the
-parameter budget's planned count is the real one; the saved output reloads with ``dress.load``
-with the same logits."""
+parameter budget's planned count is the real one; a method that claims an exact cut has a zero prune
+gap; the saved output reloads with ``dress.load`` with the same logits (tests/test_kills.py: and a
+killed run resumes to the same weights)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def test_every_method_keeps_the_contract(name, corpus, tmp_path):
                          ratio=0.3, ratio_of="params", **{**FAST, "evaluate.enabled": False, "recovery.enabled": False})
     if name not in ZEROS_IN_PLACE:
         assert budget.record["parameter_budget"]["planned_params"] == parameter_count(budget.model)
+
+    if spec.exact_cut:  # the claim: what is removed was trained to nothing, so the cut changes no output
+        assert abs(result.record["report"]["prune_gap_nats"]) < 1e-4
 
     out = result.save(tmp_path / "out")
     reloaded = dress.load(out)

@@ -38,7 +38,9 @@ class MethodSpec:
     uses; every method must declare it); ``rebuild``: ``"module:function"`` taking ``(model, args)`` that
     gives a model built from the saved config the method's non-stock structure before its weights load
     (``dress.json`` names it by the method's registry key, ``{"rebuild": {"method": name, "args": ...}}``,
-    as PEFT saves ``peft_type``, never a Python path)."""
+    as PEFT saves ``peft_type``, never a Python path); ``exact_cut``: the method trains what it removes to
+    exactly nothing before the cut, so the cut itself changes no output (``prune_gap_nats`` is 0 to
+    rounding; the contract suite checks the claim)."""
 
     name: str
     apply: str
@@ -49,6 +51,7 @@ class MethodSpec:
     shapes: str | None = None
     memory: str | None = None
     rebuild: str | None = None
+    exact_cut: bool = False
 
     def function(self) -> Callable:
         return _resolve(self.apply)

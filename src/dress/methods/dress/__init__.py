@@ -20,7 +20,7 @@ register(MethodSpec(
     "regularize the removed hidden channels to zero, then remove them (default)",
     aliases={"dress-l2": {"regularize.norm": "l2"}, "dress-l1": {"regularize.norm": "l1"},
              "dress-norft": {"recovery.enabled": False}},
-    shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY",
+    shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY", exact_cut=True,
 ))
 register(MethodSpec("fpr", "dress.methods.dress.method:fpr", "regularize every hidden channel, then remove (ablation)",
                     shapes="dress.pruning.budget:width_shapes", memory="dress.methods.dress.memory:MEMORY"))

@@ -11,4 +11,5 @@ register(MethodSpec(
     "remove --hybrid-layers whole layers (SLEB/ShortGPT), then DReSS on the width for the rest of --ratio "
     "(a share of all parameters)",
     shapes="dress.methods.hybrid.method:budget_shapes", memory="dress.methods.hybrid.memory:MEMORY",
+    exact_cut=True,  # of the width; the layers it removes first are scored, not trained away
 ))

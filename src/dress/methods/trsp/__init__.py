@@ -7,4 +7,5 @@ from dress.methods.trsp.config import TRSPConfig
 register_config("trsp", TRSPConfig)
 register(MethodSpec("trsp", "dress.methods.trsp.method:trsp",
                     "two-stage regularized removal of whole layers (DReSS's sibling)",
-                    shapes="dress.pruning.budget:layer_shapes", memory="dress.methods.trsp.memory:MEMORY"))
+                    shapes="dress.pruning.budget:layer_shapes", memory="dress.methods.trsp.memory:MEMORY",
+                    exact_cut=True))
