@@ -133,3 +133,31 @@ def test_log_lines_go_to_stderr_not_stdout(tmp_path, capsys):
                  "--no-rft", "--no-eval", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "[dress] remove channels" in captured.err and "[dress]" not in captured.out
+
+
+def test_no_progress_turns_off_bars_but_keeps_messages(monkeypatch):
+    import io
+    import logging
+
+    from dress.logs import log, progress, setup_logging
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    try:
+        setup_logging()
+        assert not progress(range(2), file=terminal).disable
+        setup_logging(progress_bars=False)
+        assert progress(range(2), file=terminal).disable
+        assert log.level == logging.INFO
+    finally:
+        setup_logging()
+
+
+@pytest.mark.parametrize("command", ["prune", "eval", "bench", "compare", "export", "plan"])
+def test_every_command_takes_no_progress(command):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert any("--no-progress" in action.option_strings for action in sub._actions)

@@ -7,7 +7,7 @@ with ``--quiet``, WARNING. Under a launcher only the main process logs (:func:`o
 Library users get plain ``logging`` records and configure them as they like.
 
 :func:`progress` is tqdm that stays silent when stderr is not a terminal (log files get no ``\\r``
-frames), with ``--quiet``, and on every process but the main one.
+frames), with ``--quiet`` or ``--no-progress``, and on every process but the main one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import sys
 
 log = logging.getLogger("dress")
-_state = {"quiet": False, "main": True}
+_state = {"quiet": False, "main": True, "bars": True}
 
 
 class _Stderr(logging.Handler):
@@ -35,9 +35,13 @@ class _Prefixed(logging.Formatter):
         return f"[{record.name.replace('.', ' ')}] {record.getMessage()}"
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """Route ``dress`` messages to stderr (idempotent; the CLI calls it once per command)."""
+def setup_logging(quiet: bool = False, progress_bars: bool = True) -> None:
+    """Route ``dress`` messages to stderr (idempotent; the CLI calls it once per command).
+
+    ``quiet``: warnings and errors only, no bars. ``progress_bars=False``: messages as usual, no bars.
+    """
     _state["quiet"] = quiet
+    _state["bars"] = progress_bars
     for handler in [h for h in log.handlers if isinstance(h, _Stderr)]:
         log.removeHandler(handler)
     handler = _Stderr()
@@ -45,7 +49,7 @@ def setup_logging(quiet: bool = False) -> None:
     log.addHandler(handler)
     log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
-    if quiet or not _is_terminal(sys.stderr):
+    if quiet or not progress_bars or not _is_terminal(sys.stderr):
         # transformers' own bars ("Loading weights", "Writing model shards") follow the same rule as ours
         from transformers.utils import logging as transformers_logging
 
@@ -67,10 +71,10 @@ def only_main_process(is_main: bool) -> None:
 
 
 def progress(iterable=None, **kwargs):
-    """``tqdm(iterable, **kwargs)``, silent unless stderr is a terminal of the main process and not quiet."""
+    """``tqdm(iterable, **kwargs)``, silent unless stderr is a terminal of the main process, bars are on and not quiet."""
     from tqdm.auto import tqdm
 
-    if kwargs.pop("disable", False) or _state["quiet"] or not _state["main"]:
+    if kwargs.pop("disable", False) or _state["quiet"] or not _state["bars"] or not _state["main"]:
         kwargs["disable"] = True
     else:
         kwargs["disable"] = None  # tqdm: off when the stream is not a terminal

@@ -3,8 +3,9 @@
 
 A :class:`~dress.errors.DressError` becomes ``error: ...`` on stderr and exit status 1 (2 is
 argparse's: a usage error); Ctrl-C becomes exit status 130 and the module's ``ON_INTERRUPT``
-message (what was kept and how to continue). Every subcommand takes ``--quiet``; messages go
-through :mod:`dress.logs`.
+message (what was kept and how to continue). Every subcommand takes ``--quiet`` (warnings, errors
+and the result only) and ``--no-progress`` (messages without progress bars); both go through
+:mod:`dress.logs`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = module.add_parser(subparsers)
         sub.add_argument("-q", "--quiet", action="store_true",
                          help="only warnings, errors and the final result (no progress bars)")
+        sub.add_argument("--no-progress", action="store_true",
+                         help="no progress bars (messages stay; bars are also off when stderr is no terminal)")
         sub.set_defaults(_run=module.run, _on_interrupt=getattr(module, "ON_INTERRUPT", "interrupted"))
     return parser
 
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
+    setup_logging(quiet=args.quiet, progress_bars=not args.no_progress)
     try:
         return int(args._run(args) or 0)
     except DressError as err:

@@ -39,7 +39,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the result as JSON to FILE")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -82,7 +81,7 @@ def run(args) -> int:
     dense = load_model(dense_spec, dtype=dtype, device=device)
     result = benchmark(
         pruned.model, dense.model, settings, device=device,
-        pruned_folder=pruned.path, dense_folder=dense.path, progress=not args.no_progress,
+        pruned_folder=pruned.path, dense_folder=dense.path,
     )
     entry = {
         "command": "bench",

@@ -51,7 +51,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the result as JSON to FILE")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' dtype (default float32)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -97,7 +96,7 @@ def run(args) -> int:
         ids = tokenize_once(loaded.tokenizer, text)
         res = perplexity(
             loaded.model, ids, seq_len=args.seq_len, batch_size=args.batch_size or PPL_BATCH_DEFAULT,
-            device=device, max_windows=args.max_windows, progress=not args.no_progress,
+            device=device, max_windows=args.max_windows,
         )
         entry["perplexity"].append({"source": src, **res.to_dict()})
     if tasks:
