@@ -117,7 +117,7 @@ def test_damaged_weights_of_a_dress_checkpoint_are_named(tmp_path, capsys):
 def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path, capsys, monkeypatch):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    import dress.io.saving
+    import dress.io.loading
 
     folder = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(folder)
@@ -126,7 +126,7 @@ def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path,
     def no_loading(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(dress.io.saving, "load_checkpoint", no_loading)
+    monkeypatch.setattr(dress.io.loading, "load_checkpoint", no_loading)
     refused(capsys, prune_args(folder, tmp_path / "o", *NO_TEXT), tmp_path / "o",
             "'gpt2'", "not supported", "llama")
 

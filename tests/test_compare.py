@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import dress.comparison.runner
 import dress.pipeline
 from dress.cli import main
 from dress.comparison.report import preserved_caption, preserved_grid
@@ -37,7 +38,7 @@ def count_prunes(monkeypatch, fail_on: str | None = None) -> list[str]:
             raise KeyboardInterrupt
         return PRUNE_PREPARED(config, *args, **kwargs)
 
-    monkeypatch.setattr(dress.pipeline, "prune_prepared", counting)
+    monkeypatch.setattr(dress.comparison.runner, "prune_prepared", counting)
     return calls
 
 

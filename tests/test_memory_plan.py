@@ -211,7 +211,7 @@ def test_out_of_memory_is_an_answer_and_resume_continues(tmp_path, monkeypatch, 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("dress.training.recovery.recover", oom)
+    monkeypatch.setattr("dress.pipeline.recover", oom)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "out of memory in stage recover (lora)" in err and "--resume" in err and "Traceback" not in err

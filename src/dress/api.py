@@ -12,6 +12,9 @@ Settings are :data:`dress.config.PruneConfig` fields: a ``config`` (a ``PruneCon
 e.g. a ``dress.json``'s ``config`` block) and keyword overrides, dotted for nested fields
 (``**{"regularize.lam": 2}``) or as nested dicts (``regularize={"lam": 2}``). Errors are
 :class:`dress.DressError` with the same messages the CLI prints.
+
+Each function imports the machinery it runs when it is called (the pipeline, the comparison, the
+config schema), so ``import dress`` costs little more than importing torch.
 """
 
 from __future__ import annotations

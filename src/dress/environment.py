@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from dress.errors import DressError
+
 TRUTHY = ("1", "true", "yes", "on")
 
 
@@ -16,8 +18,6 @@ def resolve_device(spec: str | None):
     """``torch.device(spec)``, or cuda if available else cpu when ``spec`` is empty; a CUDA device
     on a machine without CUDA is a clear error."""
     import torch
-
-    from dress.errors import DressError
 
     if spec:
         if spec.startswith("cuda") and not torch.cuda.is_available():

@@ -28,9 +28,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dress.adapters import adapter_for
 from dress.errors import DressError
+from dress.io.loading import load_model, resolve_model_path
+from dress.io.record import give_default_permissions, read_record
+from dress.io.saving import atomic_output_dir
 from dress.logs import log
+from dress.pruning.pad import pad_hidden_channels
 from dress.pruning.widths import DEFAULT_ALIGNMENT, round_up
+from dress.tokenizers_compat import make_portable
 
 GGUF_OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 CONVERTER = "convert_hf_to_gguf.py"
@@ -64,9 +70,6 @@ def write_hf_folder(model, tokenizer, out: Path, note: dict) -> None:
     (a padded width need not be a multiple of the head count)."""
     from safetensors.torch import save_file
 
-    from dress.io.record import give_default_permissions
-    from dress.tokenizers_compat import make_portable
-
     out.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config["architectures"] = [type(model).__name__]
@@ -99,12 +102,6 @@ def export_model(
     """See the module docstring. ``width``: pad to exactly this width instead (a multiple of
     ``alignment``, at least the model's; benchmarks use it to compare widths)."""
     import torch
-
-    from dress.adapters import adapter_for
-    from dress.io.saving import atomic_output_dir
-    from dress.io.loading import load_model, resolve_model_path
-    from dress.pruning.pad import pad_hidden_channels
-    from dress.io.record import read_record
 
     if alignment < 1:
         raise DressError(f"--align must be at least 1 (got {alignment})")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import torch
 
 from dress.errors import DressError
+from dress.memory_plan import format_plan, load_shape, plan_all, settings_from_config
 
 
 def out_of_memory_error(err: BaseException, stage: str | None, config, device: torch.device, runtime,
                         work_dir) -> DressError:
     """A DressError for a CUDA out-of-memory in ``stage``: the plan's advice, and --resume."""
-    from dress.memory_plan import format_plan, load_shape, plan_all, settings_from_config
-
     advice = ""
     try:
         shape = load_shape(config.model)

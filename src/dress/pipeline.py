@@ -29,18 +29,26 @@ import torch
 
 from dress import __version__
 from dress.adapters import adapter_for, parameter_count
-from dress.io.saving import save_model
 from dress.config import PruneConfig
-from dress.training.distributed import Runtime, current_runtime
+from dress.data import draw_calibration, evaluation_text, load_text, split_calibration, text_source
+from dress.environment import resolve_device as _resolve_device
 from dress.errors import DressError
+from dress.evaluation.perplexity import perplexity, tokenize_once
 from dress.io.loading import check_supported_architecture, load_model
+from dress.io.output import finish_record, save_dtype
+from dress.io.saving import save_model
 from dress.logs import log, only_main_process
+from dress.memory_meter import StagePeak
 from dress.methods import get as get_method
 from dress.methods.base import PruneContext
-from dress.environment import resolve_device as _resolve_device
-from dress.training.loop import clear_checkpoint
 from dress.out_of_memory import out_of_memory_error
+from dress.pruning.budget import fit_budget
+from dress.resume import current_fingerprint, finished_record, recall, running, start_run
 from dress.run_setup import resolve_run, run_record
+from dress.training.distill import Distillation, frozen_teacher
+from dress.training.distributed import Runtime, current_runtime
+from dress.training.loop import clear_checkpoint
+from dress.training.recovery import recover
 
 PRUNE_GAP_WINDOWS = 8  # held-out windows for the prune gap (loss after removal - before)
 
@@ -59,8 +67,6 @@ class StageClock:
         ``reset_peak_memory_stats`` (torch's allocations, without the CUDA context); on CPU the
         process's RSS sampled by a background thread during the block (:mod:`dress.memory_meter`),
         so each stage records the peak *within* it, not the process's maximum so far."""
-        from dress.memory_meter import StagePeak
-
         log.info(f"{name} ...")
         self.current = name
         t0 = time.perf_counter()
@@ -107,8 +113,6 @@ class Run:
         and ``dress.prune``: log the memory plan's verdict, then prepare, prune, recover and evaluate
         inside the run ``state`` (:func:`dress.resume.running`). ``inputs``: :func:`prepare`'s
         ``model``, ``tokenizer``, ``calibration``. Returns ``(pruned model, prepared, record)``."""
-        from dress.resume import running
-
         for line in self.planned.get("verdict", []):  # after the output and --resume checks, whose refusals come first
             log.info(line)
         with running(state):
@@ -156,10 +160,6 @@ def prepare(
 
     ``model``/``tokenizer`` (the Python API): prune this in-memory model instead of loading
     ``config.model``; ``calibration``: draw the windows from this text instead of ``config.data.calib``."""
-    from dress.data import draw_calibration, evaluation_text, load_text, split_calibration, text_source
-    from dress.evaluation.perplexity import tokenize_once
-    from dress.resume import recall
-
     runtime = runtime or Runtime()
     device = resolve_device(config, runtime)
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
@@ -235,8 +235,6 @@ def _own_memory(model: torch.nn.Module) -> None:
 
 
 def _held_out_ppl(config: PruneConfig, model, eval_ids, windows: int | None = None):
-    from dress.evaluation.perplexity import perplexity
-
     if windows is None and config.evaluate.max_tokens:
         windows = max(1, config.evaluate.max_tokens // config.evaluate.seq_len)
     return perplexity(model, eval_ids, config.evaluate.seq_len, config.evaluate.batch_size, max_windows=windows)
@@ -266,8 +264,6 @@ def prune_prepared(
     report: dict = dict(outcome.report)
 
     if config.recovery.enabled and config.recovery.steps > 0:
-        from dress.training.recovery import recover
-
         with clock.stage(f"recover ({config.recovery.mode})"):
             model, history = recover(
                 model, prepared.rec_part, config.recovery, seed=config.seed, bf16=bf16,
@@ -311,8 +307,6 @@ def apply_parameter_budget(config: PruneConfig, model) -> tuple[PruneConfig, obj
     ``(config, None)``."""
     if config.ratio_of != "params":
         return config, None
-    from dress.pruning.budget import fit_budget
-
     budget = fit_budget(get_method(config.method).output_shapes(model, config), parameter_count(model), config.ratio)
     log.info(budget.describe())
     return config.model_copy(update={"ratio": budget.shape.ratio, "ratio_of": "method"}), budget
@@ -323,16 +317,12 @@ def _distillation(config: PruneConfig, model, bf16: bool = False):
     ``--bf16``) when ``config.distill.weight > 0``, else None."""
     if config.distill.weight <= 0:
         return None
-    from dress.training.distill import Distillation, frozen_teacher
-
     teacher = frozen_teacher(model, torch.bfloat16 if bf16 else None)
     return Distillation(teacher, config.distill.weight, config.distill.temperature)
 
 
 def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: bool = False) -> dict:
     """See the module docstring; what ``resume`` accepts and refuses is :func:`dress.resume.start_run`."""
-    from dress.resume import current_fingerprint, finished_record, start_run
-
     out = Path(out)
     runtime = current_runtime(config.device)
     only_main_process(runtime.is_main)
@@ -349,8 +339,6 @@ def run_prune(config: PruneConfig, out: Path, overwrite: bool = False, resume: b
     except torch.OutOfMemoryError as err:
         raise out_of_memory_error(err, run.clock.current, config, run.device, runtime, work_dir) from None
     if runtime.is_main:
-        from dress.io.output import finish_record, save_dtype
-
         dtype = save_dtype(config)
         model = model.to("cpu").to(dtype)  # in the source checkpoint's dtype unless --save-dtype says otherwise
         record["saved_dtype"] = str(dtype).removeprefix("torch.")

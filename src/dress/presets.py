@@ -20,6 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dress.errors import DressError
+from dress.io.bundled import BUNDLED_MODELS
+from dress.methods import config_blocks
+
 # The common blocks' values; each method's own block adds its values from its folder (``presets`` of
 # its config class, e.g. DReSS's regularization budget), see :func:`preset_values`.
 COMMON_PRESETS: dict[str, dict[str, Any]] = {
@@ -35,8 +39,6 @@ PRESETS = tuple(COMMON_PRESETS)
 
 def preset_values(name: str) -> dict[str, Any]:
     """Every value preset ``name`` sets: the common blocks' and each method block's own."""
-    from dress.methods import config_blocks
-
     values = dict(COMMON_PRESETS[name])
     for section, block in config_blocks().items():
         own = getattr(block, "presets", {}).get(name)
@@ -47,8 +49,6 @@ def preset_values(name: str) -> dict[str, Any]:
 
 def default_preset(model: str | None, device_type: str) -> str:
     """The preset a run gets without ``--preset`` (module docstring)."""
-    from dress.io.bundled import BUNDLED_MODELS
-
     bundled = model is None or model in BUNDLED_MODELS
     return "paper" if device_type == "cuda" and not bundled else "cpu-demo"
 
@@ -77,8 +77,6 @@ def _merge(base: dict, over: dict) -> dict:
 
 def apply_preset(config, name: str):
     """``config`` on top of preset ``name``: the preset's values where the user set nothing."""
-    from dress.errors import DressError
-
     if name not in PRESETS:
         raise DressError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     data = _merge(preset_values(name), _explicit(config))

@@ -28,6 +28,11 @@ from typing import Any
 
 from dress.errors import DressError
 from dress.training.run_identity import active_run, check_same_run, differences, running  # noqa: F401 (re-exported)
+from dress import __version__
+from dress.io.loading import resolve_model_path
+from dress.io.record import _jsonable, write_json_atomic
+from dress.io.saving import check_output_dir, remove_stale_partials
+from dress.training.distributed import Runtime
 
 RUN_JSON = "run.json"
 FORMAT = 1
@@ -99,8 +104,6 @@ def weight_settings(config) -> dict:
 
 def run_fingerprint(config, source: str, path: Path | None) -> dict:
     """Everything that determines the weights ``dress prune`` writes (see module docstring)."""
-    from dress import __version__
-
     fingerprint: dict[str, Any] = {
         "format": FORMAT,
         "dress_version": __version__,
@@ -162,15 +165,11 @@ class RunState:
     def _write(self) -> None:
         if not self.writer:
             return
-        from dress.io.record import write_json_atomic
-
         write_json_atomic(self.work_dir / RUN_JSON, {"fingerprint": self.fingerprint, "recorded": self.recorded})
 
 
 def _canonical(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, tensors lists)."""
-    from dress.io.record import _jsonable
-
     return json.loads(json.dumps(value, default=_jsonable))
 
 
@@ -195,8 +194,6 @@ def recall(key: str, params: Any, compute: Callable[[], Any], *, weights: bool =
 def current_fingerprint(config) -> dict:
     """:func:`run_fingerprint` of ``config`` with its model resolved (no download: a hub id is named
     by its cached revision, if any)."""
-    from dress.io.loading import resolve_model_path
-
     source, path = resolve_model_path(config.model)
     return run_fingerprint(config, source, path)
 
@@ -222,10 +219,6 @@ def start_run(config, out: Path, work_dir: Path, *, overwrite: bool, resume: boo
 
     Returns the run's :class:`RunState` (to activate with :func:`running`)."""
     import shutil
-
-    from dress.io.saving import check_output_dir, remove_stale_partials
-    from dress.training.distributed import Runtime
-    from dress.io.loading import resolve_model_path
 
     runtime = runtime or Runtime()
     out, work_dir = Path(out), Path(work_dir)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import torch
 
+from dress.config import flag_of
 from dress.errors import DressError
+from dress.logs import log
+from dress.memory_plan.check import check_fits
+from dress.memory_plan.render import stages_record
+from dress.presets import apply_preset, default_preset, differences
+from dress.training.config import TrainingConfig
 
 
 def resolve_run(config, device: torch.device, runtime):
-    from dress.logs import log
-
-    from dress.presets import apply_preset, default_preset
-
     name = config.preset or default_preset(config.model, device.type)
     if config.preset is None and name != "cpu-demo":
         log.info(f"no --preset: a model that is not bundled, on a GPU, runs the {name!r} protocol "
@@ -34,8 +36,6 @@ def resolve_run(config, device: torch.device, runtime):
     planned = None
     verdict: list[str] = []
     if not config.skip_memory_check:
-        from dress.memory_plan.check import check_fits
-
         try:
             planned = check_fits(config, device.type, runtime.engine, runtime.world, notes=verdict)
         except DressError:
@@ -52,9 +52,6 @@ def cuda_bf16_supported(device: torch.device) -> bool:
 
 def run_record(config, planned: dict) -> dict:
     """The record's ``preset``, ``differs_from_preset``, ``memory_plan`` and ``batch_adapted`` entries."""
-    from dress.memory_plan.render import stages_record
-    from dress.presets import differences
-
     out = {"preset": config.preset, "differs_from_preset": differences(config)}
     if planned.get("stages"):
         out["memory_plan"] = stages_record(planned["stages"])
@@ -70,9 +67,6 @@ def adapt_global_batches(config, world: int):
     windows). A global batch that already divides is kept, so "N processes train to the same
     weights as one" holds whenever the user gives such a batch (e.g. ``--grad-accum 8`` on 8)."""
     import math
-
-    from dress.config import flag_of
-    from dress.training.config import TrainingConfig
 
     notes = []
     updates = {}

@@ -6,6 +6,9 @@ argparse's: a usage error); Ctrl-C becomes exit status 130 and the module's ``ON
 message (what was kept and how to continue). Every subcommand takes ``--quiet`` (warnings, errors
 and the result only) and ``--no-progress`` (messages without progress bars); both go through
 :mod:`dress.logs`.
+
+Every subcommand module is imported to build the parser, so each one imports what its ``run`` needs
+inside ``run``: ``dress --help`` and a usage error load no model, data or evaluation code.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dress.comparison.spec import CompareConfig, check_methods
-from dress.config import expand_dotted, merge_trees as _merge
+from dress.config import expand_dotted, merge_trees as _merge, validate_config
 from dress.errors import DressError
 
 # Fields every entry must share (the same model and the same evaluation for all).
@@ -35,8 +35,6 @@ class Entry:
 
 def plan(spec: CompareConfig) -> list[Entry]:
     """Every entry of the comparison, validated, in run order (ratio, then variant, then sweep)."""
-    from dress.config import validate_config
-
     if not spec.variants:
         raise DressError("nothing to compare: give --methods (e.g. dress,direct,slicegpt) or variants in --config")
     if not spec.ratios:

@@ -32,18 +32,22 @@ from dress.comparison.planning import Entry, plan
 from dress.comparison.spec import CompareConfig, ZeroShotSettings
 from dress.comparison.store import (RESULTS_JSON, dense_done, dense_fingerprint, entry_done, entry_fingerprint,
                                     fingerprint, load_results, save_results)
+from dress.comparison.report import write_outputs
+from dress.data import check_text_source, draw_calibration, draw_key, split_calibration
+from dress.evaluation.bench import BenchSettings, benchmark
+from dress.evaluation.zeroshot import zeroshot
 from dress.io.record import slug
+from dress.io.saving import save_model
+from dress.methods import get as get_method
+from dress.pipeline import Run, prepare, prune_prepared
+from dress.training.distributed import Runtime
+from dress.training.loop import clear_checkpoint
 
 log = logging.getLogger("dress.compare")  # shown as "[dress compare]"
 
 
 def run_compare(spec: CompareConfig, out: Path) -> dict:
     """Run (or resume) the comparison into ``out``; returns the results dict (see module doc)."""
-    from dress.comparison.report import write_outputs
-    from dress.data import check_text_source, draw_calibration, draw_key, split_calibration
-    from dress.pipeline import Run, prepare, prune_prepared
-    from dress.training.distributed import Runtime
-
     entries = plan(spec)
     for calib in sorted({entry.config.data.calib for entry in entries}):
         check_text_source(calib)  # a typo fails now, not after the dense model is evaluated
@@ -93,8 +97,6 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         if spec.zeroshot.scores(entry.label):
             result["zeroshot"] = _zeroshot(model, prepared.tokenizer, spec.zeroshot)
         if spec.save_models:
-            from dress.io.saving import save_model
-
             save_model(model.to("cpu"), prepared.tokenizer, out / "models" / slug(entry.key), record, overwrite=True)
         if spec.speed:  # last: it may cast the pruned model
             result["speed"] = _speed(model, prepared)
@@ -102,8 +104,6 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
         results.setdefault("entries", {})[entry.key] = result
         save_results(results, out)
         write_outputs(results, out)
-        from dress.training.loop import clear_checkpoint
-
         clear_checkpoint(work)
         del model
         log.info(f"{entry.key}: ppl {result.get('ppl')} ({result['seconds']:.0f} s)")
@@ -114,8 +114,6 @@ def run_compare(spec: CompareConfig, out: Path) -> dict:
 def _mark_not_applicable(todo: list[Entry], model, results: dict, settings: dict) -> list[Entry]:
     """Record a "not applicable" row for every entry whose method cannot prune ``model``; returns
     the entries left to run."""
-    from dress.methods import get as get_method
-
     runnable = []
     for entry in todo:
         refusal = get_method(entry.config.method).refusal(model)
@@ -149,8 +147,6 @@ def _evaluate_dense(prepared, config, spec: CompareConfig, settings: dict) -> di
 
 
 def _zeroshot(model, tokenizer, zs: ZeroShotSettings) -> dict:
-    from dress.evaluation.zeroshot import zeroshot
-
     log.info(f"zero-shot: {', '.join(zs.tasks)} (limit {zs.limit})")
     return zeroshot(model, tokenizer, zs.tasks, limit=zs.limit, batch_size=zs.batch_size, source=zs.source).to_dict()
 
@@ -160,8 +156,6 @@ def _speed(model, prepared) -> dict:
     CPU): the pruned model is cast in place, the dense one timed as a cast copy (the pristine fp32
     dense model stays on the host)."""
     import torch
-
-    from dress.evaluation.bench import BenchSettings, benchmark
 
     dtype = torch.bfloat16 if prepared.device.type == "cuda" else torch.float32
     log.info(f"speed against the dense model ({str(dtype).removeprefix('torch.')})")

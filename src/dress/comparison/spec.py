@@ -14,6 +14,7 @@ from pydantic import Field
 
 from dress.config_base import StrictConfig
 from dress.errors import DressError
+from dress.methods import aliases, methods
 
 
 class Variant(StrictConfig):
@@ -56,8 +57,6 @@ class CompareConfig(StrictConfig):
 
 def variant_from_name(name: str) -> Variant:
     """A method name (``dress``, ``slicegpt``, ...) or a registered alias (``dress-l1``, ...)."""
-    from dress.methods import aliases
-
     if name in aliases():
         method, overrides = aliases()[name]
         return Variant(label=name, method=method, set=dict(overrides))
@@ -66,8 +65,6 @@ def variant_from_name(name: str) -> Variant:
 
 def check_methods(variants: list[Variant]) -> None:
     """Refuse unknown methods before any work starts."""
-    from dress.methods import aliases, methods
-
     for v in variants:
         if v.method not in methods():
             raise DressError(

@@ -38,6 +38,7 @@ from torch import nn
 from dress.adapters import parameter_count
 from dress.errors import DressError
 from dress.io.saving import weights_on_disk
+from dress.logs import progress as progress_bar
 from dress.memory_meter import StagePeak
 
 
@@ -218,8 +219,6 @@ def benchmark(
     JSON-ready dict: ``settings``, ``environment``, ``models`` (``pruned``/``dense``: facts, timings,
     memory) and ``ratios`` (:func:`speed_ratios`).
     """
-    from dress.logs import progress as progress_bar
-
     settings.validate()
     device = torch.device(device) if device is not None else next(dense.parameters()).device
     vocab = min(pruned.config.vocab_size, dense.config.vocab_size)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dress.errors import DressError
+from dress.logs import progress as progress_bar
 
 DEFAULT_SEQ_LEN = 2048
 
@@ -130,8 +131,6 @@ def perplexity(
     moved). ``seq_len`` defaults to :func:`default_seq_len`; a ``seq_len`` beyond the model's
     ``max_position_embeddings`` is refused.
     """
-    from dress.logs import progress as progress_bar
-
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if seq_len is None:
         seq_len = default_seq_len(model)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
+from dress.data import hub_offline_requested, hub_reachable
 from dress.errors import DressError
 
 TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge")
@@ -113,8 +114,6 @@ def resolve_source(source: str) -> str:
         raise DressError(f"--tasks-source must be one of {', '.join(SOURCES)}, got {source!r}")
     if source == "bundled":
         return source
-    from dress.data import hub_offline_requested, hub_reachable
-
     online = not hub_offline_requested() and hub_reachable()
     if source == "hub" and not online:
         raise DressError(

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dress.errors import DressError
+from dress.tokenizers_compat import make_portable
 
 CACHE_ENV = "DRESS_CACHE"
 PROVENANCE_FILE = "bundled.json"
@@ -198,8 +199,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     del gguf_model
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    from dress.tokenizers_compat import make_portable
-
     make_portable(out_dir)  # transformers 4 can read it too
 
 

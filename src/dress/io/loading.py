@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from dress.adapters import SUPPORTED_MODEL_TYPES
 from dress.errors import DressError
+from dress.io.bundled import BUNDLED_MODELS, bundled_model_dir
+from dress.io.saving import load_checkpoint
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -37,8 +40,6 @@ def resolve_model_path(spec: str | None) -> tuple[str, Path | None]:
     ``None`` means the bundled default. A hub id returns ``(id, None)`` after checking the hub
     can be reached (or the id is already in the local HF cache).
     """
-    from dress.io.bundled import BUNDLED_MODELS, bundled_model_dir
-
     spec = spec or DEFAULT_MODEL
     if spec in BUNDLED_MODELS:
         return spec, bundled_model_dir(spec)
@@ -156,8 +157,6 @@ def _auto_config(where: str, stamp: int | None):
 def check_supported_architecture(spec: str | None) -> None:
     """For a local (or bundled) model folder: refuse an architecture dress cannot prune from its
     ``config.json``, before any weight is read. Hub ids are checked once their config is fetched."""
-    from dress.adapters import SUPPORTED_MODEL_TYPES
-
     _, path = resolve_model_path(spec)
     if path is None:
         return
@@ -176,8 +175,6 @@ def load_model(
 ) -> LoadedModel:
     """Load model and tokenizer for ``spec`` (see :func:`resolve_model_path`). With
     ``need_tokenizer=False`` (no text will be read) a missing or unreadable tokenizer is None."""
-    from dress.io.saving import load_checkpoint
-
     source, path = resolve_model_path(spec)
     if path is not None:
         read_model_config(path)  # a broken config.json is named as such, not as a transformers traceback

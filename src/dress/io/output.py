@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from dress.errors import DressError
+from dress.io.loading import model_config, resolve_model_path
+from dress.io.record import write_record
+from dress.io.saving import weights_on_disk
+
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
            "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -13,9 +18,6 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
 def source_dtype_name(spec: str | None) -> str:
     """The dtype the source checkpoint is stored in (its config's ``dtype``/``torch_dtype``), e.g.
     ``float16`` for Llama-2; ``float32`` when the config does not say."""
-    from dress.errors import DressError
-    from dress.io.loading import model_config
-
     try:
         cfg = model_config(spec)
     except DressError:
@@ -33,10 +35,6 @@ def save_dtype(config) -> torch.dtype:
 
 def finish_record(record: dict, out, config) -> None:
     """Add the output's and the input's size on disk to ``record`` and rewrite ``out/dress.json``."""
-    from dress.io.loading import resolve_model_path
-    from dress.io.record import write_record
-    from dress.io.saving import weights_on_disk
-
     _source, path = resolve_model_path(config.model)
     size_in = weights_on_disk(path) if path is not None else None
     if size_in is None:  # a hub id: parameters x the stored dtype's bytes

@@ -28,6 +28,9 @@ from torch import nn
 from dress.errors import DressError
 from dress.io.card import write_model_card
 from dress.io.record import give_default_permissions, read_record, write_record
+from dress.methods import methods
+from dress.pruning.hidden import remove_hidden_channels
+from dress.tokenizers_compat import make_portable
 
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
@@ -118,8 +121,6 @@ def save_model(model: nn.Module, tokenizer, out: str | Path, record: dict, overw
     with atomic_output_dir(out, overwrite) as tmp:
         _save_weights(model, tmp, dtype)
         if tokenizer is not None:
-            from dress.tokenizers_compat import make_portable
-
             tokenizer.save_pretrained(tmp)
             make_portable(tmp)  # readable by transformers 4 too (llama.cpp's converter, older stacks)
         elif tokenizer_source is not None:
@@ -228,8 +229,6 @@ def _replay_structure(model: nn.Module, rebuild: dict | None) -> None:
     place, before the weights are loaded strictly."""
     if not rebuild:
         return
-    from dress.methods import methods
-
     name = rebuild.get("method") or _OLD_REBUILD_PATHS.get(str(rebuild.get("function", "")))
     spec = methods().get(str(name))
     if spec is None or spec.rebuild is None:
@@ -241,8 +240,6 @@ def _replay_structure(model: nn.Module, rebuild: dict | None) -> None:
 def _load_with_replay(path: Path, record: dict, dtype: torch.dtype) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from dress.pruning.hidden import remove_hidden_channels
 
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)

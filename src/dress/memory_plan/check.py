@@ -3,6 +3,8 @@ the memory free now; a run that would not fit is refused with the plan printed, 
 
 from __future__ import annotations
 
+from dress.errors import DressError
+from dress.logs import log
 from dress.memory_plan.assumptions import CPU_OVERHEAD, CUDA_CONTEXT, GiB
 from dress.memory_plan.host import available_memory
 from dress.memory_plan.plans import plan_all
@@ -21,9 +23,6 @@ def check_fits(config, device_type: str, engine: str = "local", processes: int =
     host's available RAM shared by all ``processes``. Returns the planned stages (recorded in
     ``dress.json`` beside the measured ones). The one-line verdict is logged, or appended to
     ``notes`` for the caller to log later."""
-    from dress.errors import DressError
-    from dress.logs import log
-
     shape = load_shape(config.model)
     run = settings_from_config(config, device_type)
     strategy = strategy_of(engine)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dress.methods import get
+
 if TYPE_CHECKING:
     from dress.memory_plan.settings import RunSettings
     from dress.memory_plan.shapes import ModelShape
@@ -30,6 +32,4 @@ class MethodMemory:
 
 def method_memory(name: str) -> MethodMemory:
     """The :class:`MethodMemory` of the registered method ``name`` (imports the registry now)."""
-    from dress.methods import get
-
     return get(name).memory_terms()

@@ -8,6 +8,7 @@ from dataclasses import replace
 from dress.memory_plan.method import method_memory
 from dress.memory_plan.settings import RunSettings
 from dress.memory_plan.shapes import ModelShape
+from dress.pruning.widths import choose_width
 
 
 def pruned_shape(shape: ModelShape, run: RunSettings) -> ModelShape:
@@ -33,8 +34,6 @@ def shorter(shape: ModelShape, layers_removed: int) -> ModelShape:
 def width_for(shape: ModelShape, run: RunSettings) -> int:
     """The hidden width a width method keeps at ``run.ratio``: the cut's own rule
     (:func:`dress.pruning.widths.choose_width`)."""
-    from dress.pruning.widths import choose_width
-
     if run.ratio <= 0.0:  # nothing removed (a plan of the dense shape)
         return shape.hidden
     return choose_width(shape.hidden, run.ratio, shape.heads, run.width_multiple).width

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dress.adapters import adapter_for, parameter_count
+from dress.io.loading import check_supported_architecture, model_config, resolve_model_path
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -56,8 +59,6 @@ def shape_from_config(config, name: str = "") -> ModelShape:
         model = AutoModelForCausalLM.from_config(cfg)
     params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
     embed = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    from dress.adapters import adapter_for, parameter_count
-
     one_layer = parameter_count(adapter_for(model).decoder_layers(model)[0])
     h = int(cfg.hidden_size)
     heads = int(getattr(cfg, "num_attention_heads", 1))
@@ -78,8 +79,6 @@ def shape_from_config(config, name: str = "") -> ModelShape:
 
 def load_shape(spec: str | None) -> ModelShape:
     """The shape of a bundled name, local folder or hub id, from its ``config.json`` only."""
-    from dress.io.loading import check_supported_architecture, model_config, resolve_model_path
-
     source, path = resolve_model_path(spec)
     if path is not None:
         check_supported_architecture(spec)  # a broken config.json or an unsupported family: the loader's own message

@@ -4,6 +4,9 @@ launch engine is which (:func:`strategy_of`) and the command that starts each (:
 
 from __future__ import annotations
 
+from dress.config import flag_of
+from dress.presets import differences
+
 STRATEGIES = ("single", "ddp", "fsdp2", "fsdp2-offload")
 STRATEGY_LABELS = {
     "single": "one process",
@@ -41,9 +44,6 @@ def launch_prefix(strategy: str, gpus: int) -> str:
 def prune_args(config) -> str:
     """``MODEL --out OUT --method M [--preset P]`` plus a flag for every setting that differs from the
     preset (every method's and block's alike), so the printed command repeats the planned run."""
-    from dress.config import flag_of
-    from dress.presets import differences
-
     args = [str(config.model or "smollm2-135m"), "--out", "OUT", "--method", config.method]
     if config.preset:
         args += ["--preset", config.preset]

@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dress.errors import DressError
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -62,8 +64,6 @@ class MethodSpec:
 
     def output_shapes(self, model: Any, config: Any) -> list:
         """Every output size this method can make of ``model`` (see ``shapes``)."""
-        from dress.errors import DressError
-
         if self.shapes is None:
             raise DressError(f"--ratio-of params: method {self.name} cannot take a parameter budget "
                              "(it lists no output sizes); use --ratio-of method")
@@ -146,8 +146,6 @@ def config_blocks() -> dict[str, type[BaseModel]]:
 
 
 def get(name: str) -> MethodSpec:
-    from dress.errors import DressError
-
     known = methods()
     if name not in known:
         raise DressError(f"unknown method {name!r}; choose one of {', '.join(known)}")

@@ -18,6 +18,7 @@ from torch import nn
 
 from dress.adapters import adapter_for, parameter_count
 from dress.errors import DressError
+from dress.methods.dress.penalty import channel_groups  # the same groups the regularizer and the cut use
 from dress.pruning.layers import layer_parameter_counts
 from dress.pruning.widths import reachable_widths
 
@@ -72,8 +73,6 @@ def params_per_channel(model: nn.Module, layers_removed: int = 0) -> int:
     """Parameters that one hidden channel touches (its column of every reader and embedding, its row
     of every writer with the bias entry, its norm entries; tied tensors once): what removing one
     channel removes; ``layers_removed``: as if that many decoder layers were gone (layers are alike)."""
-    from dress.methods.dress.penalty import channel_groups  # the same groups the regularizer and the cut use
-
     groups = channel_groups(model, [0])
     layers = adapter_for(model).decoder_layers(model)
     inside = {id(p) for p in layers.parameters()}

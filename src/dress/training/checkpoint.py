@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dress.errors import DressError
+from dress.training.run_identity import check_same_run
 
 STATE_JSON = "state.json"
 FORMAT = "dress-train-state/1"
@@ -233,8 +234,6 @@ def read_checkpoint(directory: Path, fingerprint: dict | None = None, stage: str
     if stage and state.get("stage") and state["stage"] != stage:
         raise DressError(f"{directory} holds a checkpoint of stage {state['stage']!r}, not {stage!r}; delete it")
     if fingerprint is not None and state.get("fingerprint") is not None:
-        from dress.training.run_identity import check_same_run
-
         check_same_run(state["fingerprint"], fingerprint, directory)
     loaded = {"state": state}
     for kind in ("model", "extra"):

@@ -39,8 +39,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from dress.training.distributed import Runtime, current_runtime, rank_micro_batches
 from dress.errors import DressError
+from dress.training.checkpoint import model_state_with_aliases, restore_rng, unflatten_optimizer
+from dress.training.distributed import Runtime, current_runtime, rank_micro_batches
 from dress.training.schedule import batch_indices
 
 
@@ -246,8 +247,6 @@ class AccelerateEngine(LocalEngine):
     def load_full_state(self, optimizer, loaded: dict) -> None:
         """Every rank: load a checkpoint of :mod:`dress.training.checkpoint` (written by any engine or
         number of processes) into the shards; each rank reads the same files."""
-        from dress.training.checkpoint import model_state_with_aliases, restore_rng, unflatten_optimizer
-
         model_state = model_state_with_aliases(loaded)
         description = loaded["state"].get("optimizer")
         from torch.distributed.checkpoint.state_dict import (

@@ -34,12 +34,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dress.errors import DressError
 from dress.logs import progress
+from dress.training.checkpoint import (STATE_JSON, flatten_optimizer, load_into, optimizer_param_names, read_checkpoint,
+                                       write_checkpoint)
 from dress.training.config import TrainSettings
 from dress.training.distill import Distillation
 from dress.training.engine import engine_for
+from dress.training.run_identity import active_run
 from dress.training.schedule import learning_rate
-from dress.errors import DressError
 
 
 @dataclass
@@ -198,9 +201,6 @@ def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int,
     written by the main process; a sharded engine gathers the full state first (collective).
     The optimizer state only at the user's interval; the last step of a stage writes the weights
     alone (a finished stage never needs its optimizer again)."""
-    from dress.training.run_identity import active_run
-    from dress.training.checkpoint import flatten_optimizer, optimizer_param_names, write_checkpoint
-
     final = step == settings.steps
     if engine.sharded:
         model_state, optim_state, names = engine.full_state(optimizer, with_optimizer=not final)
@@ -225,9 +225,6 @@ def _checkpoint(engine, directory: Path, model: nn.Module, optimizer, step: int,
 def _resume(engine, directory: Path, model: nn.Module, optimizer, settings: TrainSettings) -> tuple[int, TrainHistory]:
     """``(first step, history)`` from the checkpoint in ``directory``, or ``(0, empty)`` if none.
     Every process reads the same files (safetensors + JSON only, see :mod:`dress.training.checkpoint`)."""
-    from dress.training.run_identity import active_run
-    from dress.training.checkpoint import load_into, read_checkpoint
-
     run = active_run()
     loaded = read_checkpoint(directory, run.fingerprint if run is not None else None, stage=settings.desc)
     if loaded is None:
@@ -246,8 +243,6 @@ def _resume(engine, directory: Path, model: nn.Module, optimizer, settings: Trai
 
 def _diverged(settings: TrainSettings, step: int, loss: float, checkpoint_dir: Path | None,
               what: str = "the training loss") -> str:
-    from dress.training.checkpoint import STATE_JSON
-
     kept = ""
     if checkpoint_dir is not None and (checkpoint_dir / STATE_JSON).is_file():
         import json

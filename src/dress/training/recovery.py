@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dress.training.distill import Distillation
 from dress.errors import DressError
+from dress.pruning.zero_structures import protect_zero_structures
 from dress.training.config import RecoveryConfig
+from dress.training.distill import Distillation
 from dress.training.loop import TrainHistory, train
 
 # Llama-style target names -> the same roles in other families.
@@ -65,8 +66,6 @@ def recover(
     else:
         trained, label, finish = attach_lora(model, config), "recover (LoRA)", merge_lora
     if keep_zero_structures:
-        from dress.pruning.zero_structures import protect_zero_structures
-
         protect_zero_structures(trained)
     settings = config.settings(config.steps, seed=seed + 1, bf16=bf16, desc=label)
     history = train(trained, samples, settings, None, checkpoint_dir, resume,

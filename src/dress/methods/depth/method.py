@@ -19,12 +19,14 @@ import torch
 
 from dress.adapters import adapter_for
 from dress.errors import DressError
+from dress.io.loading import resolve_model_path
+from dress.io.record import read_record
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
-from dress.resume import recall
+from dress.methods.depth.memory import REMOVE, SCORE
 from dress.pruning.gates import record_residual_updates, skipped_layers
 from dress.pruning.layers import layers_for_ratio, remove_layers, removal_note
-from dress.methods.depth.memory import REMOVE, SCORE
+from dress.resume import recall
 
 
 def layer_count(ctx: PruneContext) -> tuple[int, str]:
@@ -126,9 +128,6 @@ def _width_pruned_source(ctx: PruneContext) -> dict:
     adapter = adapter_for(model)
     if adapter.stock_after_prune or adapter.hidden_size(model) == model.config.hidden_size:
         return {}
-    from dress.io.loading import resolve_model_path
-    from dress.io.record import read_record
-
     _, path = resolve_model_path(ctx.config.model)
     source = read_record(path) if path is not None else None
     if not source or not source.get("hidden_channels_removed"):

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dress.adapters import adapter_for
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
+from dress.methods.dress.memory import REGULARIZE, REMOVE, SELECT
 from dress.methods.dress.selection import select_channels
+from dress.methods.dress.stage import regularize
 from dress.pruning.hidden import remove_hidden_channels, width_choice
 from dress.resume import recall
-from dress.methods.dress.memory import REGULARIZE, REMOVE, SELECT
 
 
 def direct(ctx: PruneContext) -> MethodOutcome:
@@ -43,8 +44,6 @@ def _prune_width(ctx: PruneContext, regularize_all: bool | None) -> MethodOutcom
 
     report: dict = {}
     if regularize_all is not None:
-        from dress.methods.dress.stage import regularize
-
         with ctx.clock.stage(REGULARIZE):
             reg = regularize(
                 model, removed, ctx.reg_part, config.regularize,

@@ -4,10 +4,9 @@ scoring and removal on the dense model, then the width stages on the shorter one
 from __future__ import annotations
 
 from dress.memory_plan import MethodMemory, ModelShape, RunSettings, StageMemory, inference_bytes, narrower, shorter
-from dress.methods.depth.memory import REMOVE as REMOVE_LAYERS
-from dress.methods.depth.memory import SCORE
-from dress.methods.dress.memory import _settings as width_settings
-from dress.methods.dress.memory import width_stages
+from dress.methods.depth.memory import REMOVE as REMOVE_LAYERS, SCORE
+from dress.methods.dress.memory import _settings as width_settings, width_stages
+from dress.pruning.widths import reachable_widths
 
 
 def _settings(config) -> dict:
@@ -21,8 +20,6 @@ def _shorter(shape: ModelShape, run: RunSettings) -> ModelShape:
 
 def _pruned(shape: ModelShape, run: RunSettings) -> ModelShape:
     """The shorter model at the width whose count is nearest the parameter share (the method's plan)."""
-    from dress.pruning.widths import reachable_widths
-
     short = _shorter(shape, run)
     target = int(shape.params * (1.0 - run.ratio))
     widths = reachable_widths(short.hidden, short.heads, run.width_multiple)

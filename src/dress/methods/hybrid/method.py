@@ -22,6 +22,8 @@ from dress.adapters import adapter_for, parameter_count
 from dress.errors import DressError
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
+from dress.methods.depth.method import shortgpt, sleb
+from dress.methods.dress.method import dress
 from dress.pruning.budget import Shape, fit_budget, width_shapes
 
 
@@ -43,9 +45,6 @@ def budget_shapes(model: nn.Module, config) -> list[Shape]:
 
 
 def dress_depth(ctx: PruneContext) -> MethodOutcome:
-    from dress.methods.depth.method import shortgpt, sleb
-    from dress.methods.dress.method import dress
-
     config = ctx.config
     k, width = plan(ctx.model, config)
     log.info(f"dress-depth: remove {k} layers ({config.hybrid.scorer}), then {width.knob} with DReSS "

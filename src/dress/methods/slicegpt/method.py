@@ -41,10 +41,10 @@ from dress.adapters.base import norm_has_bias
 from dress.errors import DressError
 from dress.logs import log
 from dress.methods.base import MethodOutcome, PruneContext
-from dress.pruning.budget import Shape, width_shapes
-from dress.pruning.hidden import width_choice
 from dress.methods.slicegpt.counts import slicing_adds
 from dress.methods.slicegpt.memory import SLICE
+from dress.pruning.budget import Shape, width_shapes
+from dress.pruning.hidden import remove_hidden_channels, width_choice
 from dress.methods.slicegpt.rotate import (
     StreamNorm,
     add_zero_bias,
@@ -57,6 +57,7 @@ from dress.methods.slicegpt.rotate import (
     set_module,
     sub_blocks,
 )
+from dress.methods import get
 
 REBUILD = "slicegpt"  # the registry key dress.json names (MethodSpec.rebuild)
 
@@ -77,8 +78,6 @@ def unsupported_reason(model: nn.Module) -> str | None:
 def check_supported(model: nn.Module) -> None:
     """Raise the registry's refusal (:meth:`dress.methods.MethodSpec.refusal`, the one sentence that
     ``dress prune`` and ``dress compare`` also show) when SliceGPT cannot prune ``model``."""
-    from dress.methods import get
-
     refusal = get("slicegpt").refusal(model)
     if refusal:
         raise DressError(f"--method {refusal}. Use a width method (dress, direct) or a depth method.")
@@ -337,8 +336,6 @@ def rebuild_args(model: nn.Module, adapter: Adapter, folded, d: int, k: int) -> 
 def rebuild(model: nn.Module, args: dict) -> None:
     """Give a model built from the saved config the structure recorded by :func:`rebuild_args`
     (weights are loaded afterwards, strictly)."""
-    from dress.pruning.hidden import remove_hidden_channels
-
     adapter = adapter_for(model)
     d, k = int(args["full_width"]), int(args["width"])
     if adapter.hidden_size(model) != k:  # OPT/Phi: the config keeps d; cut the shapes
