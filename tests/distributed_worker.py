@@ -11,15 +11,12 @@ two. Results go to the folder OUT (the main process writes; per-rank checks writ
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_models import sample_ids, tiny_model  # noqa: E402
+from tiny_models import sample_ids, tiny_model
 
 CHANNELS = [3, 10, 40]
 # name -> RegularizeConfig overrides; the global batch (batch_size x grad_accum) is 4 in both:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def stretch(stage: str, seconds: float) -> None:

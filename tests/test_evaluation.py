@@ -304,15 +304,7 @@ def model_dir(tmp_path, tokenizer):
     return folder
 
 
-def _needs_loading():
-    try:
-        import dress.io.bundled  # noqa: F401  (load_model resolves bundled names through it)
-    except ImportError:
-        pytest.skip("dress.io.loading is not complete yet (no dress.io.bundled)")
-
-
 def test_cli_eval_zeroshot_and_ppl(model_dir, tmp_path, capsys):
-    _needs_loading()
     pytest.importorskip("dress.data")
     from dress.cli import main
 
@@ -336,7 +328,6 @@ def test_cli_eval_zeroshot_and_ppl(model_dir, tmp_path, capsys):
 
 
 def test_cli_bench(model_dir, tmp_path, tokenizer, capsys):
-    _needs_loading()
     from dress.cli import main
 
     pruned = tmp_path / "pruned"

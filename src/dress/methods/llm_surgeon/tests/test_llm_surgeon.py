@@ -15,7 +15,6 @@ from dress.methods.llm_surgeon.compact import REBUILD, compact, dead_kv_groups, 
 from dress.methods.llm_surgeon.config import LLMSurgeonConfig
 from dress.methods.llm_surgeon.costs import (
     col_costs,
-    col_update,
     damped_inverse,
     row_costs,
     row_update,
