@@ -305,7 +305,6 @@ def model_dir(tmp_path, tokenizer):
 
 
 def test_cli_eval_zeroshot_and_ppl(model_dir, tmp_path, capsys):
-    pytest.importorskip("dress.data")
     from dress.cli import main
 
     (model_dir / "dress.json").write_text(json.dumps({"source_model": "x"}))
